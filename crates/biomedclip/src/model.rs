@@ -1,0 +1,207 @@
+//! The joint model: both towers, the tokenizer, the preprocessing and `logit_scale`, loaded
+//! from one model source. Mirrors open_clip 2.23.0 `CustomTextCLIP` (`src/open_clip/model.py`):
+//! `encode_image`/`encode_text` with `normalize=True`.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use rayon::prelude::*;
+
+use crate::config::{BertJsonConfig, ModelDims, OpenClipConfig};
+use crate::error::{Error, Result};
+use crate::hub::{ModelFiles, ModelSource};
+use crate::layers::l2_normalize;
+use crate::preprocess::Preprocessor;
+use crate::text::TextTower;
+use crate::tokenize::TextTokenizer;
+use crate::vision::VisionTower;
+use crate::weights::Weights;
+
+/// Images encoded per forward pass.
+pub const IMAGE_BATCH: usize = 8;
+/// Texts encoded per forward pass.
+pub const TEXT_BATCH: usize = 32;
+
+/// BiomedCLIP: image and text encoders into one normalised embedding space.
+pub struct BiomedClip {
+    vision: VisionTower,
+    text: TextTower,
+    tokenizer: TextTokenizer,
+    preprocessor: Preprocessor,
+    logit_scale: f32,
+    dims: ModelDims,
+    device: Device,
+}
+
+impl BiomedClip {
+    /// Resolves `source` (downloading into the Hugging Face cache if needed) and loads it.
+    pub fn load(source: &ModelSource, device: &Device) -> Result<Self> {
+        Self::from_files(&source.resolve()?, device)
+    }
+
+    /// Loads a model from resolved files.
+    pub fn from_files(files: &ModelFiles, device: &Device) -> Result<Self> {
+        let cfg = OpenClipConfig::from_file(&files.config)?;
+        let bert = files
+            .text_config
+            .as_deref()
+            .map(BertJsonConfig::from_file)
+            .transpose()?;
+        let weights = Weights::open(&files.weights, device)?;
+        let dims = ModelDims::infer(&cfg, &files.config, bert.as_ref(), &weights)?;
+        let vision = VisionTower::load(&weights, &dims.vision, dims.embed_dim)?;
+        let text = TextTower::load(&weights, &dims.text, dims.embed_dim)?;
+        let logit_scale = weights.get_scalar("logit_scale")?.exp();
+        let context = cfg.model_cfg.text_cfg.context_length.min(dims.text.max_positions);
+        let tokenizer = if files.tokenizer.file_name().is_some_and(|n| n == "vocab.txt") {
+            TextTokenizer::from_vocab(&files.tokenizer, context)?
+        } else {
+            TextTokenizer::from_tokenizer_json(&files.tokenizer, context)?
+        };
+        if let Some(pad) = bert.as_ref().and_then(|b| b.pad_token_id) {
+            if pad != tokenizer.pad_id() {
+                return Err(Error::Config {
+                    path: files.text_config.clone().unwrap_or_default(),
+                    reason: format!(
+                        "pad_token_id {pad} differs from the tokenizer's [PAD] id {}",
+                        tokenizer.pad_id()
+                    ),
+                });
+            }
+        }
+        let preprocessor = Preprocessor::new(&cfg.preprocess_cfg, dims.vision.image_size);
+        Ok(BiomedClip {
+            vision,
+            text,
+            tokenizer,
+            preprocessor,
+            logit_scale,
+            dims,
+            device: device.clone(),
+        })
+    }
+
+    /// Tower sizes as read from the checkpoint.
+    pub fn dims(&self) -> &ModelDims {
+        &self.dims
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// The image preprocessing.
+    pub fn preprocessor(&self) -> &Preprocessor {
+        &self.preprocessor
+    }
+
+    /// `exp(logit_scale)`: the temperature applied to cosine similarities.
+    pub fn logit_scale(&self) -> f32 {
+        self.logit_scale
+    }
+
+    /// Dimension of the joint embedding space.
+    pub fn embed_dim(&self) -> usize {
+        self.dims.embed_dim
+    }
+
+    /// Encodes preprocessed images (each `3 * size * size` CHW floats) into L2-normalised
+    /// embeddings, [`IMAGE_BATCH`] at a time.
+    pub fn encode_pixels(&self, images: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
+        let s = self.preprocessor.size();
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in images.chunks(IMAGE_BATCH) {
+            for (i, img) in chunk.iter().enumerate() {
+                if img.len() != 3 * s * s {
+                    return Err(Error::InvalidInput(format!(
+                        "image {i} has {} values, expected 3 x {s} x {s}",
+                        img.len()
+                    )));
+                }
+            }
+            let flat: Vec<f32> = chunk.iter().flatten().copied().collect();
+            let x = Tensor::from_vec(flat, (chunk.len(), 3, s, s), &self.device)?;
+            let emb = l2_normalize(&self.vision.forward(&x)?)?;
+            out.extend(emb.to_vec2::<f32>()?);
+        }
+        Ok(out)
+    }
+
+    /// Reads, decodes, preprocesses and encodes image files. Each file gets its own result,
+    /// so one unreadable image does not stop the others.
+    pub fn encode_image_files<P: AsRef<Path> + Sync>(&self, paths: &[P]) -> Vec<Result<Vec<f32>>> {
+        let mut results: Vec<Result<Vec<f32>>> = Vec::with_capacity(paths.len());
+        for chunk in paths.chunks(IMAGE_BATCH) {
+            let pixels: Vec<Result<Vec<f32>>> = chunk
+                .par_iter()
+                .map(|p| self.preprocessor.process_file(p.as_ref()))
+                .collect();
+            let ok: Vec<Vec<f32>> = pixels.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+            let mut embedded = match self.encode_pixels(&ok) {
+                Ok(e) => e.into_iter().map(Ok).collect::<Vec<_>>().into_iter(),
+                Err(e) => {
+                    let msg = e.to_string();
+                    ok.iter()
+                        .map(|_| Err(Error::InvalidInput(msg.clone())))
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                }
+            };
+            for r in pixels {
+                results.push(match r {
+                    Ok(_) => embedded.next().expect("one embedding per decoded image"),
+                    Err(e) => Err(e),
+                });
+            }
+        }
+        results
+    }
+
+    /// Encodes token id sequences (each `[CLS] ... [SEP]`) into L2-normalised embeddings.
+    /// Sequences are grouped by length and padded to the longest of their batch.
+    pub fn encode_token_ids(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        let max = self.text.max_positions();
+        if let Some((i, s)) = ids.iter().enumerate().find(|(_, s)| s.is_empty() || s.len() > max) {
+            return Err(Error::InvalidInput(format!(
+                "token sequence {i} has {} ids, expected 1 to {max}",
+                s.len()
+            )));
+        }
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| ids[i].len());
+        let mut out = vec![Vec::new(); ids.len()];
+        let pad = self.tokenizer.pad_id();
+        for chunk in order.chunks(TEXT_BATCH) {
+            let len = chunk.iter().map(|&i| ids[i].len()).max().unwrap_or(1);
+            let mut flat = Vec::with_capacity(chunk.len() * len);
+            for &i in chunk {
+                flat.extend_from_slice(&ids[i]);
+                flat.extend(std::iter::repeat_n(pad, len - ids[i].len()));
+            }
+            // The reference's mask: every id that is not [PAD].
+            let mask: Vec<u32> = flat.iter().map(|&t| (t != pad) as u32).collect();
+            let ids_t = Tensor::from_vec(flat, (chunk.len(), len), &self.device)?;
+            let mask_t = Tensor::from_vec(mask, (chunk.len(), len), &self.device)?;
+            let emb = l2_normalize(&self.text.forward(&ids_t, &mask_t)?)?.to_vec2::<f32>()?;
+            for (&i, e) in chunk.iter().zip(emb) {
+                out[i] = e;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Tokenizes and encodes texts into L2-normalised embeddings.
+    pub fn encode_texts<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>> {
+        let ids = texts
+            .iter()
+            .map(|t| self.tokenizer.encode(t.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        self.encode_token_ids(&ids)
+    }
+
+    /// Zero-shot probabilities: `softmax(logit_scale * image . text)` over the texts.
+    pub fn probabilities(&self, image: &[f32], texts: &[Vec<f32>]) -> Vec<f32> {
+        crate::scores::zero_shot_probabilities(image, texts, self.logit_scale)
+    }
+}
