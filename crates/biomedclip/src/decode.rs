@@ -4,7 +4,10 @@
 //! `LA`/`RGBA` with premultiplied alpha, `P` (palette) and `1` (bilevel) with NEAREST, and
 //! 16-bit grayscale as `I;16`. PNG is decoded with the `png` crate so that the palette, bit
 //! depth and transparency chunk are seen as Pillow sees them (`PngImagePlugin._MODES`: a
-//! `tRNS` chunk never changes the mode); other formats go through the `image` crate.
+//! `tRNS` chunk never changes the mode). JPEG is decoded by libjpeg-turbo's decoder (through
+//! the `mozjpeg` crate: the same integer IDCT, fancy upsampling and colour conversion as the
+//! libjpeg-turbo inside Pillow, so pixels match exactly). Other formats go through the `image`
+//! crate.
 
 use std::io::Cursor;
 use std::path::Path;
@@ -72,8 +75,8 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Decoded> {
         .map_err(|_| fail("unrecognised image format (supported: JPEG, PNG, GIF, BMP, TIFF, WebP)".into()))?;
     match format {
         ImageFormat::Png => decode_png(bytes).map_err(fail),
-        ImageFormat::Jpeg
-        | ImageFormat::Gif
+        ImageFormat::Jpeg => decode_jpeg(bytes).map_err(fail),
+        ImageFormat::Gif
         | ImageFormat::Bmp
         | ImageFormat::Tiff
         | ImageFormat::WebP => {
@@ -112,6 +115,59 @@ fn from_dynamic(img: DynamicImage, palette: bool) -> Decoded {
         height,
         pixels,
         nearest: palette,
+    }
+}
+
+fn decode_jpeg(bytes: &[u8]) -> std::result::Result<Decoded, String> {
+    use mozjpeg::ColorSpace;
+    // libjpeg reports fatal errors by unwinding (without the panic hook); catch them here.
+    let result = std::panic::catch_unwind(|| -> std::io::Result<Decoded> {
+        let d = mozjpeg::Decompress::new_mem(bytes)?;
+        let (width, height) = (d.width(), d.height());
+        let pixels = match d.color_space() {
+            ColorSpace::JCS_GRAYSCALE => {
+                let mut s = d.grayscale()?;
+                let data: Vec<u8> = s.read_scanlines()?;
+                s.finish()?;
+                Pixels::Gray(data)
+            }
+            ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK => {
+                // Pillow keeps CMYK (Adobe files store it inverted) and converts to RGB after
+                // resizing; here the conversion comes first (a close approximation).
+                let mut s = d.to_colorspace(ColorSpace::JCS_CMYK)?;
+                let data: Vec<u8> = s.read_scanlines()?;
+                s.finish()?;
+                let rgb = data
+                    .chunks_exact(4)
+                    .flat_map(|p| {
+                        let k = p[3] as u32;
+                        [0, 1, 2].map(|i| ((p[i] as u32 * k + 127) / 255) as u8)
+                    })
+                    .collect();
+                Pixels::Rgb(rgb)
+            }
+            _ => {
+                let mut s = d.rgb()?;
+                let data: Vec<u8> = s.read_scanlines()?;
+                s.finish()?;
+                Pixels::Rgb(data)
+            }
+        };
+        Ok(Decoded {
+            width,
+            height,
+            pixels,
+            nearest: false,
+        })
+    });
+    match result {
+        Ok(Ok(d)) => Ok(d),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(panic) => Err(panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "corrupt JPEG data".into())),
     }
 }
 

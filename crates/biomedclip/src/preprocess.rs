@@ -13,7 +13,7 @@ use std::path::Path;
 use crate::config::PreprocessCfg;
 use crate::decode::{decode, Decoded, Pixels};
 use crate::error::{Error, Result};
-use crate::resample::{Filter, Image8};
+use crate::resample::{Filter, Image16, Image8};
 
 /// The reference preprocessing, configured from `preprocess_cfg`.
 #[derive(Debug, Clone)]
@@ -109,6 +109,24 @@ impl Preprocessor {
         let s = self.size;
         let (w, h) = resized_dims(img.width, img.height, s);
         let filter = if img.nearest { Filter::Nearest } else { self.filter };
+        let top = round_half_even((h as f64 - s as f64) / 2.0);
+        let left = round_half_even((w as f64 - s as f64) / 2.0);
+        if let Pixels::Gray16(data) = &img.pixels {
+            // Pillow resizes `I;16` in 16 bits; `convert("RGB")` then clamps at 255.
+            let src = Image16 {
+                width: img.width,
+                height: img.height,
+                data: data.clone(),
+            };
+            let cropped = src.resize(w, h, filter).crop(left, top, s, s);
+            let gray = Image8 {
+                width: s,
+                height: s,
+                channels: 1,
+                data: cropped.data.iter().map(|&v| v.min(255) as u8).collect(),
+            };
+            return Ok(to_rgb(&gray));
+        }
         let mut src = img.to_image8();
         let has_alpha = matches!(img.pixels, Pixels::Rgba(_) | Pixels::GrayAlpha(_));
         let resized = if (w, h) == (img.width, img.height) {
@@ -121,8 +139,6 @@ impl Preprocessor {
         } else {
             src.resize(w, h, filter)
         };
-        let top = round_half_even((h as f64 - s as f64) / 2.0);
-        let left = round_half_even((w as f64 - s as f64) / 2.0);
         let cropped = resized.crop(left, top, s, s);
         Ok(to_rgb(&cropped))
     }

@@ -55,12 +55,35 @@ impl Filter {
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
-/// Fixed-point kernel for one axis: for each output index, the first input index, the
-/// number of taps, and `ksize` coefficients.
+/// Kernel for one axis: for each output index, the first input index, the number of taps,
+/// and `ksize` normalised coefficients.
 struct Kernel {
     ksize: usize,
     bounds: Vec<(usize, usize)>,
+    weights: Vec<f64>,
+}
+
+/// The same kernel with coefficients in 22-bit fixed point (`normalize_coeffs_8bpc`).
+struct FixedKernel {
+    ksize: usize,
+    bounds: Vec<(usize, usize)>,
     coeffs: Vec<i32>,
+}
+
+impl Kernel {
+    fn fixed(&self) -> FixedKernel {
+        let one = (1u32 << PRECISION_BITS) as f64;
+        let coeffs = self
+            .weights
+            .iter()
+            .map(|&v| if v < 0.0 { (v * one - 0.5) as i32 } else { (v * one + 0.5) as i32 })
+            .collect();
+        FixedKernel {
+            ksize: self.ksize,
+            bounds: self.bounds.clone(),
+            coeffs,
+        }
+    }
 }
 
 fn precompute(in_size: usize, out_size: usize, filter: Filter) -> Kernel {
@@ -69,7 +92,7 @@ fn precompute(in_size: usize, out_size: usize, filter: Filter) -> Kernel {
     let support = filter.support() * filterscale;
     let ksize = support.ceil() as usize * 2 + 1;
     let mut bounds = Vec::with_capacity(out_size);
-    let mut coeffs = vec![0i32; out_size * ksize];
+    let mut weights = vec![0f64; out_size * ksize];
     let mut k = vec![0f64; ksize];
     for xx in 0..out_size {
         let center = (xx as f64 + 0.5) * scale;
@@ -85,21 +108,114 @@ fn precompute(in_size: usize, out_size: usize, filter: Filter) -> Kernel {
             ww += w;
         }
         for (x, kx) in k.iter().enumerate().take(xmax) {
-            let v = if ww != 0.0 { kx / ww } else { *kx };
-            let scaled = v * (1u32 << PRECISION_BITS) as f64;
-            coeffs[xx * ksize + x] = if v < 0.0 {
-                (scaled - 0.5) as i32
-            } else {
-                (scaled + 0.5) as i32
-            };
+            weights[xx * ksize + x] = if ww != 0.0 { kx / ww } else { *kx };
         }
         bounds.push((xmin as usize, xmax));
     }
     Kernel {
         ksize,
         bounds,
-        coeffs,
+        weights,
     }
+}
+
+/// Pillow's `ROUND_UP` followed by the byte-wise clamp of the 16-bit resampler.
+#[inline]
+fn clip16(ss: f64) -> u16 {
+    let v = if ss >= 0.0 { (ss + 0.5) as i32 } else { (ss - 0.5) as i32 };
+    let clip = |b: i32| b.clamp(0, 255) as u16;
+    clip(v % 256) | (clip(v >> 8) << 8)
+}
+
+/// A grayscale 16-bit image (Pillow mode `I;16`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image16 {
+    /// Columns.
+    pub width: usize,
+    /// Rows.
+    pub height: usize,
+    /// Row-major samples.
+    pub data: Vec<u16>,
+}
+
+impl Image16 {
+    /// Resizes as Pillow does for `I;16` (`ImagingResample*_16bpc`): floating-point
+    /// coefficients, each pass rounded and clamped to 16 bits.
+    pub fn resize(&self, out_w: usize, out_h: usize, filter: Filter) -> Image16 {
+        if (out_w, out_h) == (self.width, self.height) {
+            return self.clone();
+        }
+        if filter == Filter::Nearest {
+            let img = nearest(self.width, self.height, 1, &self.data, out_w, out_h);
+            return Image16 { width: out_w, height: out_h, data: img };
+        }
+        let (w, h) = (self.width, self.height);
+        let mut cur = self.data.clone();
+        let mut cur_w = w;
+        if out_w != w {
+            let k = precompute(w, out_w, filter);
+            let mut out = vec![0u16; out_w * h];
+            for y in 0..h {
+                for xx in 0..out_w {
+                    let (xmin, n) = k.bounds[xx];
+                    let ks = &k.weights[xx * k.ksize..xx * k.ksize + n];
+                    let ss: f64 = ks.iter().enumerate().map(|(x, kx)| cur[y * w + xmin + x] as f64 * kx).sum();
+                    out[y * out_w + xx] = clip16(ss);
+                }
+            }
+            cur = out;
+            cur_w = out_w;
+        }
+        if out_h != h {
+            let k = precompute(h, out_h, filter);
+            let mut out = vec![0u16; cur_w * out_h];
+            for yy in 0..out_h {
+                let (ymin, n) = k.bounds[yy];
+                let ks = &k.weights[yy * k.ksize..yy * k.ksize + n];
+                for x in 0..cur_w {
+                    let ss: f64 = ks.iter().enumerate().map(|(y, ky)| cur[(ymin + y) * cur_w + x] as f64 * ky).sum();
+                    out[yy * cur_w + x] = clip16(ss);
+                }
+            }
+            cur = out;
+        }
+        Image16 { width: out_w, height: out_h, data: cur }
+    }
+
+    /// Crops the `w` x `h` region whose top-left corner is (`left`, `top`).
+    pub fn crop(&self, left: usize, top: usize, w: usize, h: usize) -> Image16 {
+        let mut data = Vec::with_capacity(w * h);
+        for y in top..top + h {
+            data.extend_from_slice(&self.data[y * self.width + left..y * self.width + left + w]);
+        }
+        Image16 { width: w, height: h, data }
+    }
+}
+
+/// NEAREST as Pillow's `ImagingScaleAffine`: the source coordinate steps by accumulation
+/// from the first pixel centre.
+fn nearest<T: Copy>(in_w: usize, in_h: usize, c: usize, data: &[T], out_w: usize, out_h: usize) -> Vec<T> {
+    let index = |in_size: usize, out_size: usize| -> Vec<usize> {
+        let step = in_size as f64 / out_size as f64;
+        let mut pos = step * 0.5;
+        (0..out_size)
+            .map(|_| {
+                let i = (pos.max(0.0) as usize).min(in_size - 1);
+                pos += step;
+                i
+            })
+            .collect()
+    };
+    let xs = index(in_w, out_w);
+    let ys = index(in_h, out_h);
+    let mut out = Vec::with_capacity(out_w * out_h * c);
+    for &y in &ys {
+        let row = &data[y * in_w * c..(y + 1) * in_w * c];
+        for &x in &xs {
+            out.extend_from_slice(&row[x * c..(x + 1) * c]);
+        }
+    }
+    out
 }
 
 #[inline]
@@ -138,8 +254,8 @@ impl Image8 {
         let c = self.channels;
         let need_h = out_w != self.width;
         let need_v = out_h != self.height;
-        let kh = precompute(self.width, out_w, filter);
-        let kv = precompute(self.height, out_h, filter);
+        let kh = precompute(self.width, out_w, filter).fixed();
+        let kv = precompute(self.height, out_h, filter).fixed();
         // Only the input rows the vertical pass reads go through the horizontal pass.
         let (first, last) = if need_v {
             let (b0, _) = kv.bounds[0];
@@ -207,32 +323,11 @@ impl Image8 {
     }
 
     fn resize_nearest(&self, out_w: usize, out_h: usize) -> Image8 {
-        let c = self.channels;
-        // Pillow steps the source coordinate by accumulation from the first pixel centre.
-        let index = |in_size: usize, out_size: usize| -> Vec<usize> {
-            let step = in_size as f64 / out_size as f64;
-            let mut pos = step * 0.5;
-            (0..out_size)
-                .map(|_| {
-                    let i = (pos.max(0.0) as usize).min(in_size - 1);
-                    pos += step;
-                    i
-                })
-                .collect()
-        };
-        let xs = index(self.width, out_w);
-        let ys = index(self.height, out_h);
-        let mut data = Vec::with_capacity(out_w * out_h * c);
-        for &y in &ys {
-            let row = &self.data[y * self.width * c..(y + 1) * self.width * c];
-            for &x in &xs {
-                data.extend_from_slice(&row[x * c..(x + 1) * c]);
-            }
-        }
+        let data = nearest(self.width, self.height, self.channels, &self.data, out_w, out_h);
         Image8 {
             width: out_w,
             height: out_h,
-            channels: c,
+            channels: self.channels,
             data,
         }
     }
@@ -275,7 +370,7 @@ mod tests {
 
     #[test]
     fn coefficients_sum_to_one_in_fixed_point() {
-        let k = precompute(640, 224, Filter::Bicubic);
+        let k = precompute(640, 224, Filter::Bicubic).fixed();
         for (i, &(_, n)) in k.bounds.iter().enumerate() {
             let s: i32 = k.coeffs[i * k.ksize..i * k.ksize + n].iter().sum();
             assert!((s - (1 << PRECISION_BITS)).abs() <= n as i32, "row {i}: {s}");
