@@ -262,7 +262,9 @@ fn numeric_charref(num: u64) -> String {
     if invalid {
         return String::new();
     }
-    char::from_u32(num as u32).map(String::from).unwrap_or_default()
+    char::from_u32(num as u32)
+        .map(String::from)
+        .unwrap_or_default()
 }
 
 /// Python's `html.unescape`.
@@ -319,7 +321,9 @@ fn match_charref(chars: &[char], start: usize) -> Option<(usize, String)> {
         return Some((j, numeric_charref(num)));
     }
     let mut j = start;
-    while j - start < 32 && at(j).is_some_and(|c| !matches!(c, '\t' | '\n' | '\x0c' | ' ' | '<' | '&' | '#' | ';')) {
+    while j - start < 32
+        && at(j).is_some_and(|c| !matches!(c, '\t' | '\n' | '\x0c' | ' ' | '<' | '&' | '#' | ';'))
+    {
         j += 1;
     }
     if j == start {
@@ -350,7 +354,8 @@ fn ftfy_entities() -> &'static HashMap<String, String> {
     TABLE.get_or_init(|| {
         let mut map = HashMap::new();
         for (key, value) in htmlize::ENTITIES.entries() {
-            let (Ok(key), Ok(value)) = (std::str::from_utf8(key), std::str::from_utf8(value)) else {
+            let (Ok(key), Ok(value)) = (std::str::from_utf8(key), std::str::from_utf8(value))
+            else {
                 continue;
             };
             if !key.ends_with(';') {

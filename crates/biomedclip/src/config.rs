@@ -11,9 +11,12 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::weights::Weights;
 
+// The constants are written exactly as open_clip's `constants.py` writes them.
+#[allow(clippy::excessive_precision)]
 /// CLIP's normalisation constants, open_clip's `OPENAI_DATASET_MEAN`/`STD` and BiomedCLIP's values.
 pub const DEFAULT_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// See [`DEFAULT_MEAN`].
+#[allow(clippy::excessive_precision)]
 pub const DEFAULT_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 /// The parsed `open_clip_config.json`.
@@ -217,7 +220,12 @@ impl OpenClipConfig {
                 "vision_cfg.timm_pool `{pool}` is not supported (\"\" or \"token\")"
             )));
         }
-        let proj = cfg.model_cfg.vision_cfg.timm_proj.as_deref().unwrap_or("linear");
+        let proj = cfg
+            .model_cfg
+            .vision_cfg
+            .timm_proj
+            .as_deref()
+            .unwrap_or("linear");
         if !(proj == "linear" || proj == "none") {
             return Err(bad(format!(
                 "vision_cfg.timm_proj `{proj}` is not supported (linear, none)"

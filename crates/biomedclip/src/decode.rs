@@ -71,15 +71,13 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Decoded> {
         path: path.into(),
         reason,
     };
-    let format = image::guess_format(bytes)
-        .map_err(|_| fail("unrecognised image format (supported: JPEG, PNG, GIF, BMP, TIFF, WebP)".into()))?;
+    let format = image::guess_format(bytes).map_err(|_| {
+        fail("unrecognised image format (supported: JPEG, PNG, GIF, BMP, TIFF, WebP)".into())
+    })?;
     match format {
         ImageFormat::Png => decode_png(bytes).map_err(fail),
         ImageFormat::Jpeg => decode_jpeg(bytes).map_err(fail),
-        ImageFormat::Gif
-        | ImageFormat::Bmp
-        | ImageFormat::Tiff
-        | ImageFormat::WebP => {
+        ImageFormat::Gif | ImageFormat::Bmp | ImageFormat::Tiff | ImageFormat::WebP => {
             let img = image::load_from_memory_with_format(bytes, format)
                 .map_err(|e| fail(e.to_string()))?;
             // GIF frames are palette images in Pillow.
@@ -248,7 +246,11 @@ fn decode_png(bytes: &[u8]) -> std::result::Result<Decoded, String> {
             for row in rows() {
                 if bd == BitDepth::Sixteen {
                     // Pillow's `;16B` raw modes keep the high byte.
-                    v.extend(be16(row, width * channels).into_iter().map(|s| (s >> 8) as u8));
+                    v.extend(
+                        be16(row, width * channels)
+                            .into_iter()
+                            .map(|s| (s >> 8) as u8),
+                    );
                 } else {
                     v.extend_from_slice(&row[..width * channels]);
                 }

@@ -14,7 +14,13 @@ pub struct Linear {
 
 impl Linear {
     /// Loads `{prefix}.weight` of shape `[out_dim, in_dim]` and, if `bias`, `{prefix}.bias`.
-    pub fn load(w: &Weights, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+    pub fn load(
+        w: &Weights,
+        prefix: &str,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+    ) -> Result<Self> {
         let weight = w.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
         let bias = if bias {
             Some(w.get(&format!("{prefix}.bias"), &[out_dim])?)
@@ -73,7 +79,12 @@ pub fn gelu(x: &Tensor) -> candle_core::Result<Tensor> {
 
 /// Scaled dot-product attention over `[batch, heads, len, head_dim]` tensors with an optional
 /// additive mask broadcastable to `[batch, heads, len_q, len_k]`.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> candle_core::Result<Tensor> {
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
     let head_dim = q.dim(D::Minus1)?;
     let scale = 1.0 / (head_dim as f64).sqrt();
     let scores = (q.matmul(&k.t()?)? * scale)?;
@@ -87,6 +98,10 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> c
 
 /// L2-normalises the rows of a `[n, d]` matrix, as `F.normalize(x, dim=-1)` (eps 1e-12).
 pub fn l2_normalize(x: &Tensor) -> candle_core::Result<Tensor> {
-    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f32::MAX)?;
+    let norm = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f32::MAX)?;
     x.broadcast_div(&norm)
 }

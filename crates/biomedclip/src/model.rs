@@ -52,8 +52,16 @@ impl BiomedClip {
         let vision = VisionTower::load(&weights, &dims.vision, dims.embed_dim)?;
         let text = TextTower::load(&weights, &dims.text, dims.embed_dim)?;
         let logit_scale = weights.get_scalar("logit_scale")?.exp();
-        let context = cfg.model_cfg.text_cfg.context_length.min(dims.text.max_positions);
-        let tokenizer = if files.tokenizer.file_name().is_some_and(|n| n == "vocab.txt") {
+        let context = cfg
+            .model_cfg
+            .text_cfg
+            .context_length
+            .min(dims.text.max_positions);
+        let tokenizer = if files
+            .tokenizer
+            .file_name()
+            .is_some_and(|n| n == "vocab.txt")
+        {
             TextTokenizer::from_vocab(&files.tokenizer, context)?
         } else {
             TextTokenizer::from_tokenizer_json(&files.tokenizer, context)?
@@ -131,13 +139,25 @@ impl BiomedClip {
     /// Reads, decodes, preprocesses and encodes image files. Each file gets its own result,
     /// so one unreadable image does not stop the others.
     pub fn encode_image_files<P: AsRef<Path> + Sync>(&self, paths: &[P]) -> Vec<Result<Vec<f32>>> {
+        self.encode_image_files_with_progress(paths, |_| {})
+    }
+
+    /// [`Self::encode_image_files`], calling `progress(n)` after each batch of `n` files.
+    pub fn encode_image_files_with_progress<P: AsRef<Path> + Sync>(
+        &self,
+        paths: &[P],
+        mut progress: impl FnMut(usize),
+    ) -> Vec<Result<Vec<f32>>> {
         let mut results: Vec<Result<Vec<f32>>> = Vec::with_capacity(paths.len());
         for chunk in paths.chunks(IMAGE_BATCH) {
             let pixels: Vec<Result<Vec<f32>>> = chunk
                 .par_iter()
                 .map(|p| self.preprocessor.process_file(p.as_ref()))
                 .collect();
-            let ok: Vec<Vec<f32>> = pixels.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+            let ok: Vec<Vec<f32>> = pixels
+                .iter()
+                .filter_map(|r| r.as_ref().ok().cloned())
+                .collect();
             let mut embedded = match self.encode_pixels(&ok) {
                 Ok(e) => e.into_iter().map(Ok).collect::<Vec<_>>().into_iter(),
                 Err(e) => {
@@ -154,6 +174,7 @@ impl BiomedClip {
                     Err(e) => Err(e),
                 });
             }
+            progress(chunk.len());
         }
         results
     }
@@ -162,7 +183,11 @@ impl BiomedClip {
     /// Sequences are grouped by length and padded to the longest of their batch.
     pub fn encode_token_ids(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
         let max = self.text.max_positions();
-        if let Some((i, s)) = ids.iter().enumerate().find(|(_, s)| s.is_empty() || s.len() > max) {
+        if let Some((i, s)) = ids
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.is_empty() || s.len() > max)
+        {
             return Err(Error::InvalidInput(format!(
                 "token sequence {i} has {} ids, expected 1 to {max}",
                 s.len()

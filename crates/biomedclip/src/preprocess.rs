@@ -108,7 +108,11 @@ impl Preprocessor {
         }
         let s = self.size;
         let (w, h) = resized_dims(img.width, img.height, s);
-        let filter = if img.nearest { Filter::Nearest } else { self.filter };
+        let filter = if img.nearest {
+            Filter::Nearest
+        } else {
+            self.filter
+        };
         let top = round_half_even((h as f64 - s as f64) / 2.0);
         let left = round_half_even((w as f64 - s as f64) / 2.0);
         if let Pixels::Gray16(data) = &img.pixels {
@@ -176,9 +180,17 @@ impl Preprocessor {
 fn to_rgb(img: &Image8) -> Image8 {
     let data = match img.channels {
         1 => img.data.iter().flat_map(|&v| [v, v, v]).collect(),
-        2 => img.data.chunks_exact(2).flat_map(|p| [p[0], p[0], p[0]]).collect(),
+        2 => img
+            .data
+            .chunks_exact(2)
+            .flat_map(|p| [p[0], p[0], p[0]])
+            .collect(),
         3 => img.data.clone(),
-        _ => img.data.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
+        _ => img
+            .data
+            .chunks_exact(4)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect(),
     };
     Image8 {
         width: img.width,

@@ -76,7 +76,13 @@ impl Kernel {
         let coeffs = self
             .weights
             .iter()
-            .map(|&v| if v < 0.0 { (v * one - 0.5) as i32 } else { (v * one + 0.5) as i32 })
+            .map(|&v| {
+                if v < 0.0 {
+                    (v * one - 0.5) as i32
+                } else {
+                    (v * one + 0.5) as i32
+                }
+            })
             .collect();
         FixedKernel {
             ksize: self.ksize,
@@ -122,7 +128,11 @@ fn precompute(in_size: usize, out_size: usize, filter: Filter) -> Kernel {
 /// Pillow's `ROUND_UP` followed by the byte-wise clamp of the 16-bit resampler.
 #[inline]
 fn clip16(ss: f64) -> u16 {
-    let v = if ss >= 0.0 { (ss + 0.5) as i32 } else { (ss - 0.5) as i32 };
+    let v = if ss >= 0.0 {
+        (ss + 0.5) as i32
+    } else {
+        (ss - 0.5) as i32
+    };
     let clip = |b: i32| b.clamp(0, 255) as u16;
     clip(v % 256) | (clip(v >> 8) << 8)
 }
@@ -147,7 +157,11 @@ impl Image16 {
         }
         if filter == Filter::Nearest {
             let img = nearest(self.width, self.height, 1, &self.data, out_w, out_h);
-            return Image16 { width: out_w, height: out_h, data: img };
+            return Image16 {
+                width: out_w,
+                height: out_h,
+                data: img,
+            };
         }
         let (w, h) = (self.width, self.height);
         let mut cur = self.data.clone();
@@ -159,7 +173,11 @@ impl Image16 {
                 for xx in 0..out_w {
                     let (xmin, n) = k.bounds[xx];
                     let ks = &k.weights[xx * k.ksize..xx * k.ksize + n];
-                    let ss: f64 = ks.iter().enumerate().map(|(x, kx)| cur[y * w + xmin + x] as f64 * kx).sum();
+                    let ss: f64 = ks
+                        .iter()
+                        .enumerate()
+                        .map(|(x, kx)| cur[y * w + xmin + x] as f64 * kx)
+                        .sum();
                     out[y * out_w + xx] = clip16(ss);
                 }
             }
@@ -173,13 +191,21 @@ impl Image16 {
                 let (ymin, n) = k.bounds[yy];
                 let ks = &k.weights[yy * k.ksize..yy * k.ksize + n];
                 for x in 0..cur_w {
-                    let ss: f64 = ks.iter().enumerate().map(|(y, ky)| cur[(ymin + y) * cur_w + x] as f64 * ky).sum();
+                    let ss: f64 = ks
+                        .iter()
+                        .enumerate()
+                        .map(|(y, ky)| cur[(ymin + y) * cur_w + x] as f64 * ky)
+                        .sum();
                     out[yy * cur_w + x] = clip16(ss);
                 }
             }
             cur = out;
         }
-        Image16 { width: out_w, height: out_h, data: cur }
+        Image16 {
+            width: out_w,
+            height: out_h,
+            data: cur,
+        }
     }
 
     /// Crops the `w` x `h` region whose top-left corner is (`left`, `top`).
@@ -188,13 +214,24 @@ impl Image16 {
         for y in top..top + h {
             data.extend_from_slice(&self.data[y * self.width + left..y * self.width + left + w]);
         }
-        Image16 { width: w, height: h, data }
+        Image16 {
+            width: w,
+            height: h,
+            data,
+        }
     }
 }
 
 /// NEAREST as Pillow's `ImagingScaleAffine`: the source coordinate steps by accumulation
 /// from the first pixel centre.
-fn nearest<T: Copy>(in_w: usize, in_h: usize, c: usize, data: &[T], out_w: usize, out_h: usize) -> Vec<T> {
+fn nearest<T: Copy>(
+    in_w: usize,
+    in_h: usize,
+    c: usize,
+    data: &[T],
+    out_w: usize,
+    out_h: usize,
+) -> Vec<T> {
     let index = |in_size: usize, out_size: usize| -> Vec<usize> {
         let step = in_size as f64 / out_size as f64;
         let mut pos = step * 0.5;
@@ -274,7 +311,8 @@ impl Image8 {
             let rows = last - first;
             let mut out = vec![0u8; out_w * rows * c];
             for y in 0..rows {
-                let row = &self.data[(y + first) * self.width * c..(y + first + 1) * self.width * c];
+                let row =
+                    &self.data[(y + first) * self.width * c..(y + first + 1) * self.width * c];
                 let orow = &mut out[y * out_w * c..(y + 1) * out_w * c];
                 for xx in 0..out_w {
                     let (xmin, n) = kh.bounds[xx];
@@ -323,7 +361,14 @@ impl Image8 {
     }
 
     fn resize_nearest(&self, out_w: usize, out_h: usize) -> Image8 {
-        let data = nearest(self.width, self.height, self.channels, &self.data, out_w, out_h);
+        let data = nearest(
+            self.width,
+            self.height,
+            self.channels,
+            &self.data,
+            out_w,
+            out_h,
+        );
         Image8 {
             width: out_w,
             height: out_h,
@@ -373,7 +418,10 @@ mod tests {
         let k = precompute(640, 224, Filter::Bicubic).fixed();
         for (i, &(_, n)) in k.bounds.iter().enumerate() {
             let s: i32 = k.coeffs[i * k.ksize..i * k.ksize + n].iter().sum();
-            assert!((s - (1 << PRECISION_BITS)).abs() <= n as i32, "row {i}: {s}");
+            assert!(
+                (s - (1 << PRECISION_BITS)).abs() <= n as i32,
+                "row {i}: {s}"
+            );
         }
     }
 }

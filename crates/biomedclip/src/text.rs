@@ -34,7 +34,13 @@ impl Layer {
             value: Linear::load(w, &format!("{p}.attention.self.value"), h, h, true)?,
             attn_out: Linear::load(w, &format!("{p}.attention.output.dense"), h, h, true)?,
             attn_norm: LayerNorm::load(w, &format!("{p}.attention.output.LayerNorm"), h, d.eps)?,
-            intermediate: Linear::load(w, &format!("{p}.intermediate.dense"), h, d.intermediate, true)?,
+            intermediate: Linear::load(
+                w,
+                &format!("{p}.intermediate.dense"),
+                h,
+                d.intermediate,
+                true,
+            )?,
             output: Linear::load(w, &format!("{p}.output.dense"), d.intermediate, h, true)?,
             out_norm: LayerNorm::load(w, &format!("{p}.output.LayerNorm"), h, d.eps)?,
             heads: d.heads,
@@ -57,7 +63,9 @@ impl Layer {
             .transpose(1, 2)?
             .reshape((b, n, c))?;
         let x = self.attn_norm.forward(&(self.attn_out.forward(&a)? + x)?)?;
-        let f = self.output.forward(&gelu(&self.intermediate.forward(&x)?)?)?;
+        let f = self
+            .output
+            .forward(&gelu(&self.intermediate.forward(&x)?)?)?;
         self.out_norm.forward(&(f + x)?)
     }
 }
@@ -85,11 +93,16 @@ impl TextTower {
         let h = d.hidden;
         let e = format!("{t}.embeddings");
         let word_embeddings = w.get(&format!("{e}.word_embeddings.weight"), &[d.vocab, h])?;
-        let position_embeddings =
-            w.get(&format!("{e}.position_embeddings.weight"), &[d.max_positions, h])?;
+        let position_embeddings = w.get(
+            &format!("{e}.position_embeddings.weight"),
+            &[d.max_positions, h],
+        )?;
         let tt_shape = w.shape_of(&format!("{e}.token_type_embeddings.weight"), 2)?;
         let token_type = w
-            .get(&format!("{e}.token_type_embeddings.weight"), &[tt_shape[0], h])?
+            .get(
+                &format!("{e}.token_type_embeddings.weight"),
+                &[tt_shape[0], h],
+            )?
             .get(0)?;
         let embed_norm = LayerNorm::load(w, &format!("{e}.LayerNorm"), h, d.eps)?;
         let layers = (0..d.layers)
@@ -145,9 +158,7 @@ impl TextTower {
             TextPooling::ClsLastHiddenState => x.narrow(1, 0, 1)?.squeeze(1)?,
             TextPooling::Mean => {
                 let m = maskf.unsqueeze(D::Minus1)?;
-                x.broadcast_mul(&m)?
-                    .sum(1)?
-                    .broadcast_div(&m.sum(1)?)?
+                x.broadcast_mul(&m)?.sum(1)?.broadcast_div(&m.sum(1)?)?
             }
         };
         match &self.projection {

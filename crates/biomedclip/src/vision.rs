@@ -51,7 +51,9 @@ impl Block {
             .transpose(1, 2)?
             .reshape((b, n, c))?;
         let x = (x + self.proj.forward(&a)?)?;
-        let m = self.fc2.forward(&gelu(&self.fc1.forward(&self.norm2.forward(&x)?)?)?)?;
+        let m = self
+            .fc2
+            .forward(&gelu(&self.fc1.forward(&self.norm2.forward(&x)?)?)?)?;
         x + m
     }
 }

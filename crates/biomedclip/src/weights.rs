@@ -169,12 +169,16 @@ impl Weights {
                 })
             }
         };
-        Ok(tensor.to_device(&self.device).map_err(fail)?)
+        tensor.to_device(&self.device).map_err(fail)
     }
 
     /// Loads `key` whatever its shape (for scalars such as `logit_scale`).
     pub fn get_scalar(&self, key: &str) -> Result<f32> {
-        let shape = self.shapes.get(key).ok_or_else(|| self.missing(key))?.clone();
+        let shape = self
+            .shapes
+            .get(key)
+            .ok_or_else(|| self.missing(key))?
+            .clone();
         if shape.iter().product::<usize>() != 1 {
             return Err(self.shape_error(key, vec![], shape));
         }

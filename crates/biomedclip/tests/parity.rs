@@ -50,7 +50,10 @@ fn preprocessed_pixels_match_pillow() {
         let decoded = decode(&std::fs::read(&path).unwrap(), &path).unwrap();
         let ours = model.preprocessor().to_rgb8(&decoded).unwrap();
         let reference = golden_pixels(file);
-        assert_eq!((ours.width, ours.height), (reference.width, reference.height));
+        assert_eq!(
+            (ours.width, ours.height),
+            (reference.width, reference.height)
+        );
         let n = ours.data.len();
         let max = ours
             .data
@@ -59,7 +62,12 @@ fn preprocessed_pixels_match_pillow() {
             .map(|(a, b)| (*a as i32 - *b as i32).abs())
             .max()
             .unwrap();
-        let same = ours.data.iter().zip(&reference.data).filter(|(a, b)| a == b).count();
+        let same = ours
+            .data
+            .iter()
+            .zip(&reference.data)
+            .filter(|(a, b)| a == b)
+            .count();
         let frac = same as f64 / n as f64;
         let line = format!("{file}: max diff {max}, identical {:.4}%", 100.0 * frac);
         if !(max <= 1 && frac >= 0.99) {
@@ -68,7 +76,11 @@ fn preprocessed_pixels_match_pillow() {
         report.push(line);
     }
     println!("{}", report.join("\n"));
-    assert!(failures.is_empty(), "outside tolerance:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "outside tolerance:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -96,7 +108,11 @@ fn image_tower_matches_on_reference_pixels() {
         let entries = g["images"].as_array().unwrap();
         let pixels: Vec<Vec<f32>> = entries
             .iter()
-            .map(|e| model.preprocessor().normalize(&golden_pixels(e["file"].as_str().unwrap())))
+            .map(|e| {
+                model
+                    .preprocessor()
+                    .normalize(&golden_pixels(e["file"].as_str().unwrap()))
+            })
             .collect();
         let embs = model.encode_pixels(&pixels).unwrap();
         for (e, ours) in entries.iter().zip(&embs) {
@@ -125,12 +141,10 @@ fn images_from_files_match_end_to_end() {
     for (e, r) in entries.iter().zip(model.encode_image_files(&paths)) {
         let emb = r.unwrap();
         let file = e["file"].as_str().unwrap();
-        let cos = cosine(&emb, &floats(&e["embedding"]));
+        assert_embedding_close(file, &emb, &floats(&e["embedding"]));
         let probs = model.probabilities(&emb, &text);
         let pdiff = max_abs_diff(&probs, &floats(&e["probabilities"]));
-        println!("{file}: cosine {cos:.7}, probability diff {pdiff:.2e}");
-        assert!(cos >= 0.9999, "{file}: cosine {cos}");
-        assert!(pdiff <= 1e-3, "{file}: probability diff {pdiff}");
+        assert!(pdiff <= 1e-4, "{file}: probability diff {pdiff:.2e}");
     }
 }
 
@@ -190,10 +204,16 @@ fn batches_equal_one_at_a_time() {
         let single = model.encode_texts(&[*t]).unwrap().remove(0);
         assert!(max_abs_diff(&single, b) <= 1e-5, "{t:?}");
     }
-    let paths: Vec<_> = ["rgb_photo.jpg", "gray.png", "rgba.png", "wide.png", "small.png"]
-        .iter()
-        .map(|f| fixtures().join("images").join(f))
-        .collect();
+    let paths: Vec<_> = [
+        "rgb_photo.jpg",
+        "gray.png",
+        "rgba.png",
+        "wide.png",
+        "small.png",
+    ]
+    .iter()
+    .map(|f| fixtures().join("images").join(f))
+    .collect();
     let batched: Vec<Vec<f32>> = model
         .encode_image_files(&paths)
         .into_iter()

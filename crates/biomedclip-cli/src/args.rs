@@ -1,0 +1,255 @@
+//! Command-line arguments, validated into a [`Command`] before any work starts.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use biomedclip::{BiomedClip, Device, ModelSource};
+use clap::{Arg, ArgAction, ArgMatches, Command as ClapCommand};
+
+/// The model card's prompt template.
+pub const DEFAULT_TEMPLATE: &str = "this is a photo of ";
+
+/// Options shared by every subcommand.
+pub struct Common {
+    /// Where the model comes from.
+    pub model: ModelSource,
+    /// Worker threads (None: all cores).
+    pub threads: Option<usize>,
+}
+
+impl Common {
+    /// Configures the thread pools, then loads the model.
+    pub fn load_model(&self) -> Result<BiomedClip> {
+        if let Some(n) = self.threads {
+            // candle sizes its matrix-multiply pool from RAYON_NUM_THREADS.
+            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build_global()
+                .context("cannot configure the thread pool")?;
+        }
+        BiomedClip::load(&self.model, &Device::Cpu)
+            .with_context(|| format!("cannot load model {}", self.model))
+    }
+}
+
+/// `classify` options.
+pub struct Classify {
+    /// Shared options.
+    pub common: Common,
+    /// Prompt prefix put before each label.
+    pub template: String,
+    /// Candidate labels.
+    pub labels: Vec<String>,
+    /// Images to classify.
+    pub images: Vec<PathBuf>,
+    /// Labels printed per image.
+    pub top_k: Option<usize>,
+    /// JSON output.
+    pub json: bool,
+}
+
+/// One `embed` input, in command-line order.
+pub enum EmbedInput {
+    /// An image file.
+    Image(PathBuf),
+    /// A text.
+    Text(String),
+}
+
+/// `embed` options.
+pub struct Embed {
+    /// Shared options.
+    pub common: Common,
+    /// Inputs in the order given.
+    pub inputs: Vec<EmbedInput>,
+}
+
+/// A validated subcommand.
+pub enum Command {
+    /// Zero-shot classification.
+    Classify(Classify),
+    /// Embeddings as JSON Lines.
+    Embed(Embed),
+}
+
+impl Command {
+    /// Runs the command; the exit code is non-zero if any input failed.
+    pub fn run(self) -> Result<ExitCode> {
+        match self {
+            Command::Classify(c) => crate::classify::run(c),
+            Command::Embed(e) => crate::embed::run(e),
+        }
+    }
+}
+
+fn common_args(cmd: ClapCommand) -> ClapCommand {
+    cmd.arg(
+        Arg::new("model")
+            .long("model")
+            .value_name("SRC")
+            .default_value("hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224")
+            .help("Model directory (laid out like the Hub repository) or hf-hub:<repo-id>"),
+    )
+    .arg(
+        Arg::new("threads")
+            .long("threads")
+            .value_name("N")
+            .value_parser(clap::value_parser!(usize))
+            .help("Worker threads (default: all cores)"),
+    )
+}
+
+fn cli() -> ClapCommand {
+    ClapCommand::new("biomedclip")
+        .about("BiomedCLIP zero-shot classification and embeddings")
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .subcommand(common_args(
+            ClapCommand::new("classify")
+                .about("Rank labels for each image by zero-shot probability")
+                .arg(
+                    Arg::new("template")
+                        .long("template")
+                        .value_name("T")
+                        .default_value(DEFAULT_TEMPLATE)
+                        .help("Prompt prefix put before each label"),
+                )
+                .arg(
+                    Arg::new("label")
+                        .long("label")
+                        .value_name("L")
+                        .action(ArgAction::Append)
+                        .help("A candidate label (repeat for each)"),
+                )
+                .arg(
+                    Arg::new("labels-file")
+                        .long("labels-file")
+                        .value_name("F")
+                        .conflicts_with("label")
+                        .help("File with one label per line (blank lines are ignored)"),
+                )
+                .arg(
+                    Arg::new("top-k")
+                        .long("top-k")
+                        .value_name("K")
+                        .value_parser(clap::value_parser!(usize))
+                        .help("Print only the K most probable labels per image"),
+                )
+                .arg(
+                    Arg::new("json")
+                        .long("json")
+                        .action(ArgAction::SetTrue)
+                        .help("Print JSON instead of text"),
+                )
+                .arg(
+                    Arg::new("images")
+                        .value_name("IMAGE")
+                        .required(true)
+                        .num_args(1..)
+                        .help("Image files (JPEG, PNG, GIF, BMP, TIFF, WebP)"),
+                ),
+        ))
+        .subcommand(common_args(
+            ClapCommand::new("embed")
+                .about("Write L2-normalised embeddings as JSON Lines, one per input in order")
+                .arg(
+                    Arg::new("image")
+                        .long("image")
+                        .value_name("PATH")
+                        .action(ArgAction::Append)
+                        .help("An image to embed (repeatable)"),
+                )
+                .arg(
+                    Arg::new("text")
+                        .long("text")
+                        .value_name("STR")
+                        .action(ArgAction::Append)
+                        .help("A text to embed, used as given (repeatable)"),
+                ),
+        ))
+}
+
+fn common(m: &ArgMatches) -> Result<Common> {
+    let threads = m.get_one::<usize>("threads").copied();
+    if threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
+    Ok(Common {
+        model: ModelSource::parse(m.get_one::<String>("model").expect("has a default")),
+        threads,
+    })
+}
+
+fn read_labels(path: &str) -> Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read labels file {path}"))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect())
+}
+
+/// Parses and validates the command line.
+pub fn parse() -> Result<Command> {
+    let matches = cli().get_matches();
+    match matches.subcommand() {
+        Some(("classify", m)) => {
+            let labels: Vec<String> = match m.get_one::<String>("labels-file") {
+                Some(f) => read_labels(f)?,
+                None => m
+                    .get_many::<String>("label")
+                    .map(|v| v.cloned().collect())
+                    .unwrap_or_default(),
+            };
+            if labels.is_empty() {
+                bail!("no labels: pass --label L (repeatable) or --labels-file F");
+            }
+            let top_k = m.get_one::<usize>("top-k").copied();
+            if top_k == Some(0) {
+                bail!("--top-k must be at least 1");
+            }
+            Ok(Command::Classify(Classify {
+                common: common(m)?,
+                template: m
+                    .get_one::<String>("template")
+                    .expect("has a default")
+                    .clone(),
+                labels,
+                images: m
+                    .get_many::<String>("images")
+                    .expect("required")
+                    .map(PathBuf::from)
+                    .collect(),
+                top_k,
+                json: m.get_flag("json"),
+            }))
+        }
+        Some(("embed", m)) => {
+            let mut indexed: Vec<(usize, EmbedInput)> = Vec::new();
+            if let (Some(idx), Some(vals)) = (m.indices_of("image"), m.get_many::<String>("image"))
+            {
+                indexed.extend(
+                    idx.zip(vals)
+                        .map(|(i, v)| (i, EmbedInput::Image(PathBuf::from(v)))),
+                );
+            }
+            if let (Some(idx), Some(vals)) = (m.indices_of("text"), m.get_many::<String>("text")) {
+                indexed.extend(idx.zip(vals).map(|(i, v)| (i, EmbedInput::Text(v.clone()))));
+            }
+            if indexed.is_empty() {
+                bail!("nothing to embed: pass --image PATH and/or --text STR");
+            }
+            indexed.sort_by_key(|(i, _)| *i);
+            Ok(Command::Embed(Embed {
+                common: common(m)?,
+                inputs: indexed.into_iter().map(|(_, v)| v).collect(),
+            }))
+        }
+        _ => unreachable!("clap requires a subcommand"),
+    }
+}
