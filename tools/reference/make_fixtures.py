@@ -338,6 +338,7 @@ def main():
         (model_dir / "open_clip_config.json").write_text(json.dumps(cfg, indent=2))
         write_tokenizer(model_dir)
         model = build_model(model_dir, cfg, bert_config(768, 12, 12, 3072, 512), None)
+        random_state(model, seed=2)
         save_checkpoint(model, model_dir, half_safetensors=False)
         goldens(model, model_dir, images_dir, image_names, TEXTS, model_dir / "golden")
         n = sum(p.numel() for p in model.parameters())

@@ -20,6 +20,7 @@
 
 pub mod clean;
 pub mod config;
+pub mod cpu;
 pub mod decode;
 pub mod error;
 pub mod hub;
@@ -36,4 +37,4 @@ pub mod weights;
 pub use candle_core::Device;
 pub use error::{Error, Result};
 pub use hub::{ModelFiles, ModelSource, DEFAULT_REPO};
-pub use model::BiomedClip;
+pub use model::{Backend, BiomedClip};

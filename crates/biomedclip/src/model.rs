@@ -17,15 +17,35 @@ use crate::tokenize::TextTokenizer;
 use crate::vision::VisionTower;
 use crate::weights::Weights;
 
+/// `x / max(||x||, 1e-12)`, as `F.normalize`.
+fn normalized(x: &[f32]) -> Vec<f32> {
+    let norm = x.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+    x.iter().map(|v| v / norm).collect()
+}
+
 /// Images encoded per forward pass.
 pub const IMAGE_BATCH: usize = 8;
 /// Texts encoded per forward pass.
 pub const TEXT_BATCH: usize = 32;
 
+/// Which implementation runs the towers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// The CPU engine on a CPU device, candle elsewhere.
+    #[default]
+    Auto,
+    /// candle's generic tensor ops (any device candle supports).
+    Candle,
+}
+
+enum Towers {
+    Cpu(crate::cpu::vit::Vit, crate::cpu::bert::Bert),
+    Candle(VisionTower, TextTower),
+}
+
 /// BiomedCLIP: image and text encoders into one normalised embedding space.
 pub struct BiomedClip {
-    vision: VisionTower,
-    text: TextTower,
+    towers: Towers,
     tokenizer: TextTokenizer,
     preprocessor: Preprocessor,
     logit_scale: f32,
@@ -41,6 +61,11 @@ impl BiomedClip {
 
     /// Loads a model from resolved files.
     pub fn from_files(files: &ModelFiles, device: &Device) -> Result<Self> {
+        Self::from_files_with(files, device, Backend::Auto)
+    }
+
+    /// Loads a model from resolved files with a chosen backend.
+    pub fn from_files_with(files: &ModelFiles, device: &Device, backend: Backend) -> Result<Self> {
         let cfg = OpenClipConfig::from_file(&files.config)?;
         let bert = files
             .text_config
@@ -49,8 +74,17 @@ impl BiomedClip {
             .transpose()?;
         let weights = Weights::open(&files.weights, device)?;
         let dims = ModelDims::infer(&cfg, &files.config, bert.as_ref(), &weights)?;
-        let vision = VisionTower::load(&weights, &dims.vision, dims.embed_dim)?;
-        let text = TextTower::load(&weights, &dims.text, dims.embed_dim)?;
+        let towers = if backend == Backend::Auto && device.is_cpu() {
+            Towers::Cpu(
+                crate::cpu::vit::Vit::load(&weights, &dims.vision, dims.embed_dim)?,
+                crate::cpu::bert::Bert::load(&weights, &dims.text, dims.embed_dim)?,
+            )
+        } else {
+            Towers::Candle(
+                VisionTower::load(&weights, &dims.vision, dims.embed_dim)?,
+                TextTower::load(&weights, &dims.text, dims.embed_dim)?,
+            )
+        };
         let logit_scale = weights.get_scalar("logit_scale")?.exp();
         let context = cfg
             .model_cfg
@@ -79,8 +113,7 @@ impl BiomedClip {
         }
         let preprocessor = Preprocessor::new(&cfg.preprocess_cfg, dims.vision.image_size);
         Ok(BiomedClip {
-            vision,
-            text,
+            towers,
             tokenizer,
             preprocessor,
             logit_scale,
@@ -129,9 +162,17 @@ impl BiomedClip {
                 }
             }
             let flat: Vec<f32> = chunk.iter().flatten().copied().collect();
-            let x = Tensor::from_vec(flat, (chunk.len(), 3, s, s), &self.device)?;
-            let emb = l2_normalize(&self.vision.forward(&x)?)?;
-            out.extend(emb.to_vec2::<f32>()?);
+            match &self.towers {
+                Towers::Cpu(vit, _) => {
+                    let feats = vit.forward(&flat, chunk.len());
+                    out.extend(feats.chunks_exact(vit.out_dim()).map(normalized));
+                }
+                Towers::Candle(vision, _) => {
+                    let x = Tensor::from_vec(flat, (chunk.len(), 3, s, s), &self.device)?;
+                    let emb = l2_normalize(&vision.forward(&x)?)?;
+                    out.extend(emb.to_vec2::<f32>()?);
+                }
+            }
         }
         Ok(out)
     }
@@ -182,7 +223,7 @@ impl BiomedClip {
     /// Encodes token id sequences (each `[CLS] ... [SEP]`) into L2-normalised embeddings.
     /// Sequences are grouped by length and padded to the longest of their batch.
     pub fn encode_token_ids(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
-        let max = self.text.max_positions();
+        let max = self.dims.text.max_positions;
         if let Some((i, s)) = ids
             .iter()
             .enumerate()
@@ -204,11 +245,19 @@ impl BiomedClip {
                 flat.extend_from_slice(&ids[i]);
                 flat.extend(std::iter::repeat_n(pad, len - ids[i].len()));
             }
-            // The reference's mask: every id that is not [PAD].
-            let mask: Vec<u32> = flat.iter().map(|&t| (t != pad) as u32).collect();
-            let ids_t = Tensor::from_vec(flat, (chunk.len(), len), &self.device)?;
-            let mask_t = Tensor::from_vec(mask, (chunk.len(), len), &self.device)?;
-            let emb = l2_normalize(&self.text.forward(&ids_t, &mask_t)?)?.to_vec2::<f32>()?;
+            let emb: Vec<Vec<f32>> = match &self.towers {
+                Towers::Cpu(_, bert) => {
+                    let feats = bert.forward(&flat, chunk.len(), len, pad);
+                    feats.chunks_exact(self.dims.embed_dim).map(normalized).collect()
+                }
+                Towers::Candle(_, text) => {
+                    // The reference's mask: every id that is not [PAD].
+                    let mask: Vec<u32> = flat.iter().map(|&t| (t != pad) as u32).collect();
+                    let ids_t = Tensor::from_vec(flat, (chunk.len(), len), &self.device)?;
+                    let mask_t = Tensor::from_vec(mask, (chunk.len(), len), &self.device)?;
+                    l2_normalize(&text.forward(&ids_t, &mask_t)?)?.to_vec2::<f32>()?
+                }
+            };
             for (&i, e) in chunk.iter().zip(emb) {
                 out[i] = e;
             }

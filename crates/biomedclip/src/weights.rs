@@ -186,3 +186,10 @@ impl Weights {
         Ok(t.flatten_all()?.to_vec1::<f32>()?[0])
     }
 }
+
+impl Weights {
+    /// Loads `key` (shape checked) as a flat f32 vector in row-major order.
+    pub fn get_vec(&self, key: &str, expected: &[usize]) -> Result<Vec<f32>> {
+        Ok(self.get(key, expected)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+}

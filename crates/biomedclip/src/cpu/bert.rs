@@ -1,0 +1,157 @@
+//! The text tower on the CPU engine (same model as [`crate::text`]).
+
+use super::kernels::{attention, gelu, layer_norm_inplace, Epilogue, Linear};
+use super::{linear, norm, Norm};
+use crate::config::{TextDims, TextPooling, TextProjection};
+use crate::error::Result;
+use crate::weights::Weights;
+
+struct Layer {
+    qkv: Linear,
+    attn_out: Linear,
+    attn_norm: Norm,
+    intermediate: Linear,
+    output: Linear,
+    out_norm: Norm,
+}
+
+enum Projection {
+    Mlp(Linear, Linear),
+    Linear(Linear),
+}
+
+/// BERT encoder, pooling and projection.
+pub struct Bert {
+    word_embeddings: Vec<f32>,
+    position_embeddings: Vec<f32>,
+    token_type: Vec<f32>,
+    embed_norm: Norm,
+    layers: Vec<Layer>,
+    projection: Projection,
+    dims: TextDims,
+}
+
+impl Bert {
+    /// Loads `text.transformer.*` and `text.proj.*`; query, key and value are fused into one
+    /// `[3 * hidden, hidden]` product.
+    pub fn load(w: &Weights, d: &TextDims, embed_dim: usize) -> Result<Self> {
+        let t = "text.transformer";
+        let h = d.hidden;
+        let e = format!("{t}.embeddings");
+        let tt_shape = w.shape_of(&format!("{e}.token_type_embeddings.weight"), 2)?;
+        let token_type = w.get_vec(&format!("{e}.token_type_embeddings.weight"), &[tt_shape[0], h])?[..h].to_vec();
+        let layers = (0..d.layers)
+            .map(|i| {
+                let p = format!("{t}.encoder.layer.{i}");
+                let parts = ["query", "key", "value"]
+                    .map(|n| linear(w, &format!("{p}.attention.self.{n}"), h, h, true));
+                let mut weight = Vec::with_capacity(3 * h * h);
+                let mut bias = Vec::with_capacity(3 * h);
+                for part in parts {
+                    let part = part?;
+                    weight.extend_from_slice(&part.weight);
+                    bias.extend_from_slice(part.bias.as_deref().unwrap_or(&[]));
+                }
+                Ok(Layer {
+                    qkv: Linear {
+                        weight,
+                        bias: Some(bias),
+                        in_dim: h,
+                        out_dim: 3 * h,
+                    },
+                    attn_out: linear(w, &format!("{p}.attention.output.dense"), h, h, true)?,
+                    attn_norm: norm(w, &format!("{p}.attention.output.LayerNorm"), h, d.eps)?,
+                    intermediate: linear(w, &format!("{p}.intermediate.dense"), h, d.intermediate, true)?,
+                    output: linear(w, &format!("{p}.output.dense"), d.intermediate, h, true)?,
+                    out_norm: norm(w, &format!("{p}.output.LayerNorm"), h, d.eps)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let projection = match d.projection {
+            TextProjection::Mlp => {
+                let mid = (h + embed_dim) / 2;
+                Projection::Mlp(
+                    linear(w, "text.proj.0", h, mid, false)?,
+                    linear(w, "text.proj.2", mid, embed_dim, false)?,
+                )
+            }
+            TextProjection::Linear => Projection::Linear(linear(w, "text.proj", h, embed_dim, false)?),
+        };
+        Ok(Bert {
+            word_embeddings: w.get_vec(&format!("{e}.word_embeddings.weight"), &[d.vocab, h])?,
+            position_embeddings: w.get_vec(&format!("{e}.position_embeddings.weight"), &[d.max_positions, h])?,
+            token_type,
+            embed_norm: norm(w, &format!("{e}.LayerNorm"), h, d.eps)?,
+            layers,
+            projection,
+            dims: d.clone(),
+        })
+    }
+
+    /// `[batch, len]` ids (`pad` where padded) -> `[batch, embed_dim]` features.
+    pub fn forward(&self, ids: &[u32], batch: usize, len: usize, pad: u32) -> Vec<f32> {
+        let d = &self.dims;
+        let h = d.hidden;
+        let rows = batch * len;
+        let mut x = vec![0f32; rows * h];
+        for (r, &id) in ids.iter().enumerate() {
+            let xr = &mut x[r * h..(r + 1) * h];
+            let word = &self.word_embeddings[id as usize * h..(id as usize + 1) * h];
+            let pos = &self.position_embeddings[(r % len) * h..(r % len + 1) * h];
+            for (((v, w), p), t) in xr.iter_mut().zip(word).zip(pos).zip(&self.token_type) {
+                *v = w + p + t;
+            }
+        }
+        let en = &self.embed_norm;
+        layer_norm_inplace(&mut x, &en.gamma, &en.beta, en.eps);
+        // transformers' extended mask: finfo(float32).min on padding keys.
+        let mask: Vec<f32> = ids.iter().map(|&t| if t == pad { f32::MIN } else { 0.0 }).collect();
+        let mut qkv = vec![0f32; rows * 3 * h];
+        let mut a = vec![0f32; rows * h];
+        let mut mlp = vec![0f32; rows * d.intermediate];
+        for l in &self.layers {
+            l.qkv.forward(&x, rows, &mut qkv, Epilogue::Overwrite);
+            attention(&qkv, batch, len, d.heads, h, &mask, &mut a);
+            // Post-norm: x = LN(x + dense(a)); then x = LN(x + output(gelu(intermediate(x)))).
+            l.attn_out.forward(&a, rows, &mut x, Epilogue::Accumulate);
+            layer_norm_inplace(&mut x, &l.attn_norm.gamma, &l.attn_norm.beta, l.attn_norm.eps);
+            l.intermediate.forward(&x, rows, &mut mlp, Epilogue::Gelu);
+            l.output.forward(&mlp, rows, &mut x, Epilogue::Accumulate);
+            layer_norm_inplace(&mut x, &l.out_norm.gamma, &l.out_norm.beta, l.out_norm.eps);
+        }
+        let mut pooled = vec![0f32; batch * h];
+        for b in 0..batch {
+            let dst = &mut pooled[b * h..(b + 1) * h];
+            match d.pooling {
+                TextPooling::ClsLastHiddenState => dst.copy_from_slice(&x[b * len * h..b * len * h + h]),
+                TextPooling::Mean => {
+                    let mut count = 0.0;
+                    for j in 0..len {
+                        if ids[b * len + j] != pad {
+                            count += 1.0;
+                            for (o, v) in dst.iter_mut().zip(&x[(b * len + j) * h..(b * len + j + 1) * h]) {
+                                *o += v;
+                            }
+                        }
+                    }
+                    dst.iter_mut().for_each(|v| *v /= count);
+                }
+            }
+        }
+        match &self.projection {
+            Projection::Mlp(a, b2) => {
+                let mut mid = vec![0f32; batch * a.out_dim];
+                a.forward(&pooled, batch, &mut mid, Epilogue::Overwrite);
+                gelu(&mut mid);
+                let mut out = vec![0f32; batch * b2.out_dim];
+                b2.forward(&mid, batch, &mut out, Epilogue::Overwrite);
+                out
+            }
+            Projection::Linear(l) => {
+                let mut out = vec![0f32; batch * l.out_dim];
+                l.forward(&pooled, batch, &mut out, Epilogue::Overwrite);
+                out
+            }
+        }
+    }
+}

@@ -1,0 +1,452 @@
+//! CPU kernels for the transformer forward passes: matrix products through the `gemm` crate
+//! (runtime-dispatched AVX-512/AVX2/SSE kernels), and fused, vectorised elementwise work.
+//!
+//! Written by hand because candle's CPU ops materialise every intermediate (bias adds,
+//! transposes for attention heads, a separate GELU pass with a scalar `erf`): here biases and
+//! residuals are accumulated into the product's destination, attention reads each head in
+//! place from the fused QKV buffer through strides, and `exp`/`erf` are polynomial
+//! approximations that the compiler vectorises (AVX2+FMA when the CPU has it).
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Threads used by the matrix products and the parallel loops.
+pub fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+fn parallelism(work: usize) -> Parallelism {
+    let t = threads();
+    // Small products are faster on one thread than split.
+    if t > 1 && work >= 1 << 18 {
+        Parallelism::Rayon(t)
+    } else {
+        Parallelism::None
+    }
+}
+
+/// A matrix view: element (r, c) at `ptr + r * rs + c * cs`.
+#[derive(Clone, Copy)]
+pub struct Mat {
+    ptr: *const f32,
+    rs: isize,
+    cs: isize,
+}
+
+impl Mat {
+    /// Row-major `[rows, cols]` slice.
+    pub fn rows(data: &[f32], cols: usize) -> Mat {
+        Mat {
+            ptr: data.as_ptr(),
+            rs: cols as isize,
+            cs: 1,
+        }
+    }
+
+    /// The transpose of a row-major `[rows, cols]` slice (e.g. an `nn.Linear` weight).
+    pub fn transposed(data: &[f32], cols: usize) -> Mat {
+        Mat {
+            ptr: data.as_ptr(),
+            rs: 1,
+            cs: cols as isize,
+        }
+    }
+
+    /// A strided view; the caller guarantees every addressed element lies in one allocation.
+    ///
+    /// # Safety
+    /// `ptr` offset by `r * rs + c * cs` must be valid for every (r, c) the product reads.
+    pub unsafe fn strided(ptr: *const f32, rs: usize, cs: usize) -> Mat {
+        Mat {
+            ptr,
+            rs: rs as isize,
+            cs: cs as isize,
+        }
+    }
+}
+
+/// `dst[m, n] (row stride dst_rs) = accumulate * dst + scale * lhs[m, k] . rhs[k, n]`.
+///
+/// # Safety
+/// The views must be valid for the given sizes and `dst` must not alias `lhs` or `rhs`.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: Mat,
+    rhs: Mat,
+    scale: f32,
+    parallel: bool,
+) {
+    let par = if parallel {
+        parallelism(m * n * k)
+    } else {
+        Parallelism::None
+    };
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        lhs.ptr,
+        lhs.cs,
+        lhs.rs,
+        rhs.ptr,
+        rhs.cs,
+        rhs.rs,
+        1.0,
+        scale,
+        false,
+        false,
+        false,
+        par,
+    );
+}
+
+/// `nn.Linear` weights: `weight` is `[out, in]` row-major as stored by PyTorch.
+pub struct Linear {
+    /// `[out_dim, in_dim]`.
+    pub weight: Vec<f32>,
+    /// `[out_dim]`.
+    pub bias: Option<Vec<f32>>,
+    /// Input features.
+    pub in_dim: usize,
+    /// Output features.
+    pub out_dim: usize,
+}
+
+/// What to do with the destination's previous contents.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Epilogue {
+    /// `out = x W^T + b`.
+    Overwrite,
+    /// `out = out + x W^T + b` (residual connection).
+    Accumulate,
+    /// `out = gelu(x W^T + b)`.
+    Gelu,
+}
+
+impl Linear {
+    /// Applies the layer to `rows` rows of `x` (`[rows, in_dim]`) into `out` (`[rows, out_dim]`).
+    pub fn forward(&self, x: &[f32], rows: usize, out: &mut [f32], epilogue: Epilogue) {
+        let (k, n) = (self.in_dim, self.out_dim);
+        debug_assert!(x.len() >= rows * k && out.len() >= rows * n);
+        let out = &mut out[..rows * n];
+        let accumulate = match (epilogue, &self.bias) {
+            (Epilogue::Accumulate, Some(b)) => {
+                add_rows(out, b);
+                true
+            }
+            (Epilogue::Accumulate, None) => true,
+            (_, Some(b)) => {
+                for row in out.chunks_exact_mut(n) {
+                    row.copy_from_slice(b);
+                }
+                true
+            }
+            (_, None) => false,
+        };
+        // SAFETY: the slices cover rows x k, k x n (the weight read transposed) and rows x n.
+        unsafe {
+            matmul(
+                rows,
+                n,
+                k,
+                out.as_mut_ptr(),
+                n,
+                accumulate,
+                Mat::rows(x, k),
+                Mat::transposed(&self.weight, k),
+                1.0,
+                true,
+            );
+        }
+        if epilogue == Epilogue::Gelu {
+            gelu(out);
+        }
+    }
+}
+
+macro_rules! dispatch {
+    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) => $imp:ident) => {
+        $(#[$doc])*
+        pub fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    $imp($($arg),*)
+                }
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    // SAFETY: the features were just detected.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $imp($($arg),*)
+        }
+    };
+}
+
+#[inline(always)]
+fn add_rows_impl(out: &mut [f32], row: &[f32]) {
+    for r in out.chunks_exact_mut(row.len()) {
+        for (o, b) in r.iter_mut().zip(row) {
+            *o += b;
+        }
+    }
+}
+
+dispatch!(
+    /// Adds `row` to every row of `out`.
+    pub fn add_rows(out: &mut [f32], row: &[f32]) => add_rows_impl
+);
+
+/// `exp(x)` to about 2 ulp (Cephes' `expf`), 0 below -87.
+#[inline(always)]
+pub fn exp_approx(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    let xc = x.clamp(-87.0, 88.0);
+    let fx = (xc * LOG2E + 0.5).floor();
+    let r = xc - fx * 0.693_359_4 + fx * 2.121_944_4e-4;
+    let z = r * r;
+    let mut y = 1.987_569_1e-4f32;
+    y = y * r + 1.398_199_9e-3;
+    y = y * r + 8.333_452e-3;
+    y = y * r + 4.166_579_6e-2;
+    y = y * r + 1.666_666_5e-1;
+    y = y * r + 5.000_000_1e-1;
+    let y = y * z + r + 1.0;
+    let pow2 = f32::from_bits(((fx as i32 + 127) << 23) as u32);
+    if x < -87.0 {
+        0.0
+    } else {
+        y * pow2
+    }
+}
+
+/// `erf(x)` as a rational approximation on [-4, 4] (the single-precision one used by Eigen and
+/// XLA), accurate to a few ulp.
+#[inline(always)]
+pub fn erf_approx(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = x2 * -2.726_142_3e-10 + 2.770_681_4e-8;
+    p = x2 * p - 2.101_024e-6;
+    p = x2 * p - 5.692_506_4e-5;
+    p = x2 * p - 7.349_906_3e-4;
+    p = x2 * p - 2.954_600_1e-3;
+    p = x2 * p - 1.609_603_3e-2;
+    let p = x * p;
+    let mut q = x2 * -1.456_607_2e-5 - 2.133_740_6e-4;
+    q = x2 * q - 1.682_827e-3;
+    q = x2 * q - 7.373_329_2e-3;
+    q = x2 * q - 1.426_473_9e-2;
+    p / q
+}
+
+#[inline(always)]
+fn gelu_impl(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = 0.5 * *v * (1.0 + erf_approx(*v * std::f32::consts::FRAC_1_SQRT_2));
+    }
+}
+
+dispatch!(
+    /// Exact (erf) GELU in place.
+    pub fn gelu_serial(x: &mut [f32]) => gelu_impl
+);
+
+/// Exact (erf) GELU in place, in parallel for large buffers.
+pub fn gelu(x: &mut [f32]) {
+    if x.len() >= 1 << 16 && threads() > 1 {
+        x.par_chunks_mut(1 << 14).for_each(gelu_serial);
+    } else {
+        gelu_serial(x);
+    }
+}
+
+#[inline(always)]
+fn layer_norm_impl(x: &[f32], out: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let n = gamma.len();
+    for (xr, or) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        let mean = xr.iter().sum::<f32>() / n as f32;
+        let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for (((o, v), g), b) in or.iter_mut().zip(xr).zip(gamma).zip(beta) {
+            *o = (v - mean) * inv * g + b;
+        }
+    }
+}
+
+dispatch!(
+    /// LayerNorm of each `gamma.len()`-wide row of `x` into `out`.
+    pub fn layer_norm_serial(x: &[f32], out: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) => layer_norm_impl
+);
+
+/// LayerNorm over rows, in parallel.
+pub fn layer_norm(x: &[f32], out: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let n = gamma.len();
+    let rows_per_task = (4096 / n).max(1) * n;
+    x.par_chunks(rows_per_task)
+        .zip(out.par_chunks_mut(rows_per_task))
+        .for_each(|(x, o)| layer_norm_serial(x, o, gamma, beta, eps));
+}
+
+/// LayerNorm in place.
+pub fn layer_norm_inplace(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let n = gamma.len();
+    let rows_per_task = (4096 / n).max(1) * n;
+    x.par_chunks_mut(rows_per_task).for_each(|chunk| {
+        let copy = chunk.to_vec();
+        layer_norm_serial(&copy, chunk, gamma, beta, eps)
+    });
+}
+
+#[inline(always)]
+fn softmax_impl(s: &mut [f32], n: usize, mask: &[f32]) {
+    for row in s.chunks_exact_mut(n) {
+        if !mask.is_empty() {
+            for (v, m) in row.iter_mut().zip(mask) {
+                *v += m;
+            }
+        }
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0;
+        for v in row.iter_mut() {
+            *v = exp_approx(*v - max);
+            sum += *v;
+        }
+        let inv = 1.0 / sum;
+        for v in row.iter_mut() {
+            *v *= inv;
+        }
+    }
+}
+
+dispatch!(
+    /// Adds `mask` (empty: none) to each `n`-wide row of `s`, then applies softmax in place.
+    pub fn softmax_rows(s: &mut [f32], n: usize, mask: &[f32]) => softmax_impl
+);
+
+struct SendPtr(*mut f32);
+// SAFETY: each task writes a disjoint set of columns through the pointer.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// Multi-head self-attention reading queries, keys and values in place from a fused
+/// `[batch * len, 3 * width]` buffer laid out `(q|k|v, head, head_dim)` and writing
+/// `[batch * len, width]`. `mask` is empty or `[batch, len]` additive key masks.
+pub fn attention(qkv: &[f32], batch: usize, len: usize, heads: usize, width: usize, mask: &[f32], out: &mut [f32]) {
+    let hd = width / heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let row = 3 * width;
+    assert!(qkv.len() >= batch * len * row && out.len() >= batch * len * width);
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let out_ptr = &out_ptr;
+    (0..batch * heads).into_par_iter().for_each_init(
+        || vec![0f32; len * len],
+        |scores, task| {
+            let (b, h) = (task / heads, task % heads);
+            let base = b * len * row + h * hd;
+            let m = if mask.is_empty() { &[][..] } else { &mask[b * len..(b + 1) * len] };
+            // SAFETY: all views stay inside `qkv` (asserted above); each task writes the
+            // columns h*hd..(h+1)*hd of its batch rows only.
+            unsafe {
+                let q = Mat::strided(qkv.as_ptr().add(base), row, 1);
+                let kt = Mat::strided(qkv.as_ptr().add(base + width), 1, row);
+                matmul(len, len, hd, scores.as_mut_ptr(), len, false, q, kt, scale, false);
+                softmax_rows(scores, len, m);
+                let v = Mat::strided(qkv.as_ptr().add(base + 2 * width), row, 1);
+                let dst = out_ptr.0.add(b * len * width + h * hd);
+                matmul(len, hd, len, dst, width, false, Mat::rows(scores, len), v, 1.0, false);
+            }
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn erf_and_exp_are_accurate() {
+        let mut worst_erf = 0f64;
+        let mut worst_exp = 0f64;
+        for i in -5000..=5000 {
+            let x = i as f32 / 1000.0;
+            let e = erf_approx(x) as f64;
+            worst_erf = worst_erf.max((e - libm_erf(x as f64)).abs());
+            let y = (x * 17.0) as f64;
+            let rel = ((exp_approx(y as f32) as f64) - y.exp()).abs() / y.exp();
+            worst_exp = worst_exp.max(rel);
+        }
+        assert!(worst_erf < 5e-7, "erf error {worst_erf}");
+        assert!(worst_exp < 5e-7, "exp relative error {worst_exp}");
+        assert_eq!(exp_approx(-1e30), 0.0);
+    }
+
+    /// erf by its Taylor series / continued fraction in f64, for checking only.
+    fn libm_erf(x: f64) -> f64 {
+        // Abramowitz-Stegun 7.1.5 series converges for all x at f64 with enough terms.
+        if x.abs() > 4.0 {
+            return x.signum() * (1.0 - erfc_cf(x.abs()));
+        }
+        let mut sum = 0.0f64;
+        let mut term = x;
+        let mut n = 0.0f64;
+        while term.abs() > 1e-17 * sum.abs().max(1e-300) || n < 3.0 {
+            sum += term / (2.0 * n + 1.0);
+            n += 1.0;
+            term *= -x * x / n;
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    fn erfc_cf(x: f64) -> f64 {
+        let mut f = 0.0;
+        for k in (1..60).rev() {
+            f = k as f64 / 2.0 / (x + f);
+        }
+        (-x * x).exp() / std::f64::consts::PI.sqrt() / (x + f)
+    }
+
+    #[test]
+    fn attention_matches_naive() {
+        let (b, n, heads, width) = (2, 5, 2, 8);
+        let hd = width / heads;
+        let qkv: Vec<f32> = (0..b * n * 3 * width).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+        let mask: Vec<f32> = (0..b * n).map(|i| if i % 5 == 4 { f32::MIN } else { 0.0 }).collect();
+        let mut out = vec![0f32; b * n * width];
+        attention(&qkv, b, n, heads, width, &mask, &mut out);
+        for bi in 0..b {
+            for h in 0..heads {
+                for i in 0..n {
+                    let q = |d: usize| qkv[(bi * n + i) * 3 * width + h * hd + d];
+                    let k = |j: usize, d: usize| qkv[(bi * n + j) * 3 * width + width + h * hd + d];
+                    let v = |j: usize, d: usize| qkv[(bi * n + j) * 3 * width + 2 * width + h * hd + d];
+                    let s: Vec<f64> = (0..n)
+                        .map(|j| {
+                            let dot: f64 = (0..hd).map(|d| q(d) as f64 * k(j, d) as f64).sum();
+                            dot / (hd as f64).sqrt() + if j % 5 == 4 { -1e30 } else { 0.0 }
+                        })
+                        .collect();
+                    let max = s.iter().cloned().fold(f64::MIN, f64::max);
+                    let e: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
+                    let sum: f64 = e.iter().sum();
+                    for d in 0..hd {
+                        let want: f64 = (0..n).map(|j| e[j] / sum * v(j, d) as f64).sum();
+                        let got = out[(bi * n + i) * width + h * hd + d] as f64;
+                        assert!((want - got).abs() < 1e-5, "{want} vs {got}");
+                    }
+                }
+            }
+        }
+    }
+}

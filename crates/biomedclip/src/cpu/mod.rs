@@ -1,0 +1,42 @@
+//! The CPU engine: both towers on plain `f32` buffers with fused kernels ([`kernels`]),
+//! reusing activation buffers across layers. Same weights and the same arithmetic as the
+//! candle towers ([`crate::vision`], [`crate::text`]), which serve other devices.
+
+pub mod bert;
+pub mod kernels;
+pub mod vit;
+
+use crate::error::Result;
+use crate::weights::Weights;
+use kernels::Linear;
+
+pub(crate) fn linear(w: &Weights, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
+    Ok(Linear {
+        weight: w.get_vec(&format!("{prefix}.weight"), &[out_dim, in_dim])?,
+        bias: if bias {
+            Some(w.get_vec(&format!("{prefix}.bias"), &[out_dim])?)
+        } else {
+            None
+        },
+        in_dim,
+        out_dim,
+    })
+}
+
+/// LayerNorm parameters.
+pub struct Norm {
+    /// Scale.
+    pub gamma: Vec<f32>,
+    /// Shift.
+    pub beta: Vec<f32>,
+    /// Epsilon.
+    pub eps: f32,
+}
+
+pub(crate) fn norm(w: &Weights, prefix: &str, dim: usize, eps: f64) -> Result<Norm> {
+    Ok(Norm {
+        gamma: w.get_vec(&format!("{prefix}.weight"), &[dim])?,
+        beta: w.get_vec(&format!("{prefix}.bias"), &[dim])?,
+        eps: eps as f32,
+    })
+}

@@ -1,0 +1,138 @@
+//! The image tower on the CPU engine (same model as [`crate::vision`]).
+
+use super::kernels::{attention, layer_norm, Epilogue, Linear};
+use super::{linear, norm, Norm};
+use crate::config::VisionDims;
+use crate::error::Result;
+use crate::weights::Weights;
+
+struct Block {
+    norm1: Norm,
+    qkv: Linear,
+    proj: Linear,
+    norm2: Norm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+/// ViT trunk and projection head.
+pub struct Vit {
+    patch: Linear,
+    cls_token: Vec<f32>,
+    pos_embed: Vec<f32>,
+    blocks: Vec<Block>,
+    norm: Norm,
+    head: Option<Linear>,
+    dims: VisionDims,
+}
+
+impl Vit {
+    /// Loads `visual.trunk.*` and `visual.head.proj.*`.
+    pub fn load(w: &Weights, d: &VisionDims, embed_dim: usize) -> Result<Self> {
+        let t = "visual.trunk";
+        let (c, p) = (d.width, d.patch);
+        let grid = d.image_size / p;
+        let patch = Linear {
+            weight: w.get_vec(&format!("{t}.patch_embed.proj.weight"), &[c, 3, p, p])?,
+            bias: Some(w.get_vec(&format!("{t}.patch_embed.proj.bias"), &[c])?),
+            in_dim: 3 * p * p,
+            out_dim: c,
+        };
+        let blocks = (0..d.depth)
+            .map(|i| {
+                let b = format!("{t}.blocks.{i}");
+                Ok(Block {
+                    norm1: norm(w, &format!("{b}.norm1"), c, d.eps)?,
+                    qkv: linear(w, &format!("{b}.attn.qkv"), c, 3 * c, true)?,
+                    proj: linear(w, &format!("{b}.attn.proj"), c, c, true)?,
+                    norm2: norm(w, &format!("{b}.norm2"), c, d.eps)?,
+                    fc1: linear(w, &format!("{b}.mlp.fc1"), c, d.mlp_width, true)?,
+                    fc2: linear(w, &format!("{b}.mlp.fc2"), d.mlp_width, c, true)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Vit {
+            patch,
+            cls_token: w.get_vec(&format!("{t}.cls_token"), &[1, 1, c])?,
+            pos_embed: w.get_vec(&format!("{t}.pos_embed"), &[1, grid * grid + 1, c])?,
+            blocks,
+            norm: norm(w, &format!("{t}.norm"), c, d.eps)?,
+            head: match d.proj {
+                Some(bias) => Some(linear(w, "visual.head.proj", c, embed_dim, bias)?),
+                None => None,
+            },
+            dims: d.clone(),
+        })
+    }
+
+    /// Output width (the joint embedding dimension, or the trunk width without a head).
+    pub fn out_dim(&self) -> usize {
+        self.head.as_ref().map_or(self.dims.width, |h| h.out_dim)
+    }
+
+    /// `batch` images of `3 * size * size` CHW floats -> `[batch, out_dim]` features.
+    pub fn forward(&self, pixels: &[f32], batch: usize) -> Vec<f32> {
+        let d = &self.dims;
+        let (c, p, s) = (d.width, d.patch, d.image_size);
+        let g = s / p;
+        let n = g * g + 1;
+        let rows = batch * n;
+        // im2col: each patch flattened in (channel, row, column) order like the conv kernel.
+        let pp = 3 * p * p;
+        let mut patches = vec![0f32; batch * g * g * pp];
+        for b in 0..batch {
+            let img = &pixels[b * 3 * s * s..(b + 1) * 3 * s * s];
+            for gy in 0..g {
+                for gx in 0..g {
+                    let dst = &mut patches[((b * g + gy) * g + gx) * pp..][..pp];
+                    for ch in 0..3 {
+                        for ky in 0..p {
+                            let src = &img[ch * s * s + (gy * p + ky) * s + gx * p..][..p];
+                            dst[ch * p * p + ky * p..][..p].copy_from_slice(src);
+                        }
+                    }
+                }
+            }
+        }
+        let mut tokens = vec![0f32; batch * g * g * c];
+        self.patch.forward(&patches, batch * g * g, &mut tokens, Epilogue::Overwrite);
+        drop(patches);
+        let mut x = vec![0f32; rows * c];
+        for b in 0..batch {
+            let xb = &mut x[b * n * c..(b + 1) * n * c];
+            xb[..c].copy_from_slice(&self.cls_token);
+            xb[c..].copy_from_slice(&tokens[b * g * g * c..(b + 1) * g * g * c]);
+            for (v, pe) in xb.iter_mut().zip(&self.pos_embed) {
+                *v += pe;
+            }
+        }
+        drop(tokens);
+        let mut h = vec![0f32; rows * c];
+        let mut qkv = vec![0f32; rows * 3 * c];
+        let mut mlp = vec![0f32; rows * d.mlp_width];
+        for blk in &self.blocks {
+            layer_norm(&x, &mut h, &blk.norm1.gamma, &blk.norm1.beta, blk.norm1.eps);
+            blk.qkv.forward(&h, rows, &mut qkv, Epilogue::Overwrite);
+            attention(&qkv, batch, n, d.heads, c, &[], &mut h);
+            blk.proj.forward(&h, rows, &mut x, Epilogue::Accumulate);
+            layer_norm(&x, &mut h, &blk.norm2.gamma, &blk.norm2.beta, blk.norm2.eps);
+            blk.fc1.forward(&h, rows, &mut mlp, Epilogue::Gelu);
+            blk.fc2.forward(&mlp, rows, &mut x, Epilogue::Accumulate);
+        }
+        // The final norm is per token, so normalising the class tokens alone is enough.
+        let mut cls = vec![0f32; batch * c];
+        for b in 0..batch {
+            cls[b * c..(b + 1) * c].copy_from_slice(&x[b * n * c..b * n * c + c]);
+        }
+        let mut normed = vec![0f32; batch * c];
+        layer_norm(&cls, &mut normed, &self.norm.gamma, &self.norm.beta, self.norm.eps);
+        match &self.head {
+            Some(head) => {
+                let mut out = vec![0f32; batch * head.out_dim];
+                head.forward(&normed, batch, &mut out, Epilogue::Overwrite);
+                out
+            }
+            None => normed,
+        }
+    }
+}
