@@ -66,12 +66,22 @@ pub struct Embed {
     pub inputs: Vec<EmbedInput>,
 }
 
+/// `convert` options.
+pub struct Convert {
+    /// Shared options.
+    pub common: Common,
+    /// Where to write the `.safetensors` file (default: beside the `.bin`).
+    pub output: Option<PathBuf>,
+}
+
 /// A validated subcommand.
 pub enum Command {
     /// Zero-shot classification.
     Classify(Classify),
     /// Embeddings as JSON Lines.
     Embed(Embed),
+    /// `.bin` to `.safetensors`.
+    Convert(Convert),
 }
 
 impl Command {
@@ -80,6 +90,7 @@ impl Command {
         match self {
             Command::Classify(c) => crate::classify::run(c),
             Command::Embed(e) => crate::embed::run(e),
+            Command::Convert(c) => crate::convert::run(c),
         }
     }
 }
@@ -150,6 +161,19 @@ fn cli() -> ClapCommand {
                         .required(true)
                         .num_args(1..)
                         .help("Image files (JPEG, PNG, GIF, BMP, TIFF, WebP)"),
+                ),
+        ))
+        .subcommand(common_args(
+            ClapCommand::new("convert")
+                .about(
+                    "Write open_clip_model.safetensors beside open_clip_pytorch_model.bin so \
+                     later loads skip unpickling",
+                )
+                .arg(
+                    Arg::new("output")
+                        .long("output")
+                        .value_name("PATH")
+                        .help("Output file (default: open_clip_model.safetensors beside the .bin)"),
                 ),
         ))
         .subcommand(common_args(
@@ -250,6 +274,10 @@ pub fn parse() -> Result<Command> {
                 inputs: indexed.into_iter().map(|(_, v)| v).collect(),
             }))
         }
+        Some(("convert", m)) => Ok(Command::Convert(Convert {
+            common: common(m)?,
+            output: m.get_one::<String>("output").map(PathBuf::from),
+        })),
         _ => unreachable!("clap requires a subcommand"),
     }
 }

@@ -2,6 +2,7 @@
 
 mod args;
 mod classify;
+mod convert;
 mod embed;
 
 use std::process::ExitCode;

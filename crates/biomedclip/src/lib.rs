@@ -20,6 +20,7 @@
 
 pub mod clean;
 pub mod config;
+pub mod convert;
 pub mod cpu;
 pub mod decode;
 pub mod error;

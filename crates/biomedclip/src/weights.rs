@@ -1,21 +1,76 @@
-//! Reading a checkpoint: `open_clip_model.safetensors` (memory-mapped, zero-copy until use) or
-//! `open_clip_pytorch_model.bin` (a PyTorch zip/pickle, parsed by candle's pickle reader, which
-//! interprets the pickle opcodes as data and never executes code).
+//! Reading a checkpoint: `open_clip_model.safetensors` (the header parsed by the `safetensors`
+//! crate over a memory map, each tensor then read straight into its final buffer, so the
+//! process holds one copy of the weights) or `open_clip_pytorch_model.bin` (a PyTorch
+//! zip/pickle, parsed by candle's pickle reader, which interprets the pickle opcodes as data
+//! and never executes code).
 //!
 //! Every lookup checks the key and the shape and fails with both named.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::Mutex;
+
 use candle_core::pickle::PthTensors;
-use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
+use safetensors::tensor::{Dtype, TensorInfo};
 
 use crate::error::{Error, Result};
 
 enum Store {
-    Safetensors(MmapedSafetensors),
+    Safetensors {
+        file: Mutex<File>,
+        data_start: u64,
+        infos: HashMap<String, TensorInfo>,
+    },
     Pickle(PthTensors),
+}
+
+fn open_safetensors(path: &Path) -> std::result::Result<(Store, Vec<(String, Vec<usize>)>), String> {
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    // SAFETY: mapped read-only to parse the header; only the header pages are touched.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| e.to_string())?;
+    let (header_len, metadata) =
+        safetensors::SafeTensors::read_metadata(&map).map_err(|e| e.to_string())?;
+    let infos: HashMap<String, TensorInfo> = metadata
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| (k, v.clone()))
+        .collect();
+    let shapes = infos.iter().map(|(k, v)| (k.clone(), v.shape.clone())).collect();
+    Ok((
+        Store::Safetensors {
+            file: Mutex::new(file),
+            data_start: 8 + header_len as u64,
+            infos,
+        },
+        shapes,
+    ))
+}
+
+/// Decodes little-endian `dtype` bytes into f32.
+fn to_f32(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
+            .collect(),
+        _ => return None,
+    })
 }
 
 /// A checkpoint opened for lookups by state-dict key.
@@ -43,15 +98,10 @@ impl Weights {
         };
         let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
         let (store, stored): (Store, Vec<(String, Vec<usize>)>) = if is_safetensors {
-            // SAFETY: the file is mapped read-only; like every mmap-based loader we assume it is
-            // not truncated by another process while the model is alive.
-            let st = unsafe { MmapedSafetensors::new(path) }.map_err(fail)?;
-            let shapes = st
-                .tensors()
-                .into_iter()
-                .map(|(k, v)| (k, v.shape().to_vec()))
-                .collect();
-            (Store::Safetensors(st), shapes)
+            open_safetensors(path).map_err(|reason| Error::Weights {
+                path: path.into(),
+                reason,
+            })?
         } else {
             let mut pth = PthTensors::new(path, None).map_err(fail)?;
             if pth.tensor_infos().is_empty() {
@@ -143,33 +193,54 @@ impl Weights {
 
     /// Loads `key` as f32 on the model's device after checking it has shape `expected`.
     pub fn get(&self, key: &str, expected: &[usize]) -> Result<Tensor> {
+        let data = self.get_vec(key, expected)?;
+        Ok(Tensor::from_vec(data, expected, &self.device)?)
+    }
+
+    /// Loads `key` (shape checked) as a flat f32 vector in row-major order.
+    pub fn get_vec(&self, key: &str, expected: &[usize]) -> Result<Vec<f32>> {
         let stored = self.keys.get(key).ok_or_else(|| self.missing(key))?;
         let found = &self.shapes[key];
         if found.as_slice() != expected {
             return Err(self.shape_error(key, expected.to_vec(), found.clone()));
         }
-        let fail = |e: candle_core::Error| Error::Weights {
+        let fail = |reason: String| Error::Weights {
             path: self.path.clone(),
-            reason: format!("tensor `{key}`: {e}"),
+            reason: format!("tensor `{key}`: {reason}"),
         };
-        let tensor = match &self.store {
-            Store::Safetensors(st) => st.load(stored, &Device::Cpu).map_err(fail)?,
-            Store::Pickle(pth) => pth
-                .get(stored)
-                .map_err(fail)?
-                .ok_or_else(|| self.missing(key))?,
-        };
-        let tensor = match tensor.dtype() {
-            DType::F32 => tensor,
-            DType::F16 | DType::BF16 | DType::F64 => tensor.to_dtype(DType::F32).map_err(fail)?,
-            other => {
-                return Err(Error::Weights {
-                    path: self.path.clone(),
-                    reason: format!("tensor `{key}` has dtype {other:?}, expected a float type"),
-                })
+        match &self.store {
+            Store::Safetensors {
+                file,
+                data_start,
+                infos,
+            } => {
+                let info = &infos[stored];
+                let (start, end) = info.data_offsets;
+                let mut bytes = vec![0u8; end - start];
+                let mut f = file.lock().unwrap_or_else(|e| e.into_inner());
+                f.seek(SeekFrom::Start(data_start + start as u64))
+                    .and_then(|_| f.read_exact(&mut bytes))
+                    .map_err(|e| fail(e.to_string()))?;
+                to_f32(&bytes, info.dtype)
+                    .ok_or_else(|| fail(format!("dtype {:?} is not a float type", info.dtype)))
             }
-        };
-        tensor.to_device(&self.device).map_err(fail)
+            Store::Pickle(pth) => {
+                let t = pth
+                    .get(stored)
+                    .map_err(|e| fail(e.to_string()))?
+                    .ok_or_else(|| self.missing(key))?;
+                let t = match t.dtype() {
+                    DType::F32 => t,
+                    DType::F16 | DType::BF16 | DType::F64 => {
+                        t.to_dtype(DType::F32).map_err(|e| fail(e.to_string()))?
+                    }
+                    other => return Err(fail(format!("dtype {other:?} is not a float type"))),
+                };
+                t.flatten_all()
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .map_err(|e| fail(e.to_string()))
+            }
+        }
     }
 
     /// Loads `key` whatever its shape (for scalars such as `logit_scale`).
@@ -182,14 +253,7 @@ impl Weights {
         if shape.iter().product::<usize>() != 1 {
             return Err(self.shape_error(key, vec![], shape));
         }
-        let t = self.get(key, &shape)?;
-        Ok(t.flatten_all()?.to_vec1::<f32>()?[0])
+        Ok(self.get_vec(key, &shape)?[0])
     }
 }
 
-impl Weights {
-    /// Loads `key` (shape checked) as a flat f32 vector in row-major order.
-    pub fn get_vec(&self, key: &str, expected: &[usize]) -> Result<Vec<f32>> {
-        Ok(self.get(key, expected)?.flatten_all()?.to_vec1::<f32>()?)
-    }
-}
