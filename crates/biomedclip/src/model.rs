@@ -75,10 +75,11 @@ impl BiomedClip {
         let weights = Weights::open(&files.weights, device)?;
         let dims = ModelDims::infer(&cfg, &files.config, bert.as_ref(), &weights)?;
         let towers = if backend == Backend::Auto && device.is_cpu() {
-            Towers::Cpu(
-                crate::cpu::vit::Vit::load(&weights, &dims.vision, dims.embed_dim)?,
-                crate::cpu::bert::Bert::load(&weights, &dims.text, dims.embed_dim)?,
-            )
+            let (vit, bert) = rayon::join(
+                || crate::cpu::vit::Vit::load(&weights, &dims.vision, dims.embed_dim),
+                || crate::cpu::bert::Bert::load(&weights, &dims.text, dims.embed_dim),
+            );
+            Towers::Cpu(vit?, bert?)
         } else {
             Towers::Candle(
                 VisionTower::load(&weights, &dims.vision, dims.embed_dim)?,

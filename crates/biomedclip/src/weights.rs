@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use std::fs::File;
+#[cfg(not(unix))]
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Mutex;
 
@@ -48,6 +49,22 @@ fn open_safetensors(path: &Path) -> std::result::Result<(Store, Vec<(String, Vec
         },
         shapes,
     ))
+}
+
+/// Reads `buf.len()` bytes at `offset`; positional reads let tensors load in parallel.
+fn read_at(file: &Mutex<File>, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        let f = file.lock().unwrap_or_else(|e| e.into_inner()).try_clone()?;
+        f.read_exact_at(buf, offset)
+    }
+    #[cfg(not(unix))]
+    {
+        let mut f = file.lock().unwrap_or_else(|e| e.into_inner());
+        f.seek(SeekFrom::Start(offset))?;
+        f.read_exact(buf)
+    }
 }
 
 /// Decodes little-endian `dtype` bytes into f32.
@@ -216,11 +233,19 @@ impl Weights {
             } => {
                 let info = &infos[stored];
                 let (start, end) = info.data_offsets;
+                let offset = data_start + start as u64;
+                if info.dtype == Dtype::F32 && cfg!(target_endian = "little") {
+                    // Read the bytes straight into the final buffer: no second copy.
+                    let mut out = vec![0f32; (end - start) / 4];
+                    // SAFETY: any byte pattern is a valid f32 and the lengths match.
+                    let bytes = unsafe {
+                        std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut u8, out.len() * 4)
+                    };
+                    read_at(file, offset, bytes).map_err(|e| fail(e.to_string()))?;
+                    return Ok(out);
+                }
                 let mut bytes = vec![0u8; end - start];
-                let mut f = file.lock().unwrap_or_else(|e| e.into_inner());
-                f.seek(SeekFrom::Start(data_start + start as u64))
-                    .and_then(|_| f.read_exact(&mut bytes))
-                    .map_err(|e| fail(e.to_string()))?;
+                read_at(file, offset, &mut bytes).map_err(|e| fail(e.to_string()))?;
                 to_f32(&bytes, info.dtype)
                     .ok_or_else(|| fail(format!("dtype {:?} is not a float type", info.dtype)))
             }
