@@ -153,12 +153,14 @@ def main():
             put(f"image_batch_{b}", "pytorch", rate(args.seconds, b, lambda: model.encode_image(x)))
         prompts = tok(["this is a photo of " + l for l in LABELS])
         put("text_prompts", "pytorch", rate(args.seconds, len(LABELS), lambda: model.encode_text(prompts)))
-        cap_ids = tok(caps)
+        # The reference pads every caption to 256 tokens, so its cost per caption does not
+        # depend on the caption: 64 of them measure its rate without minutes of waiting.
+        cap_ids = tok(caps[:64])
 
-        def all_captions():
-            for i in range(0, len(caps), 32):
+        def some_captions():
+            for i in range(0, len(cap_ids), 32):
                 model.encode_text(cap_ids[i:i + 32])
-        put("text_captions", "pytorch", rate(args.seconds, len(caps), all_captions))
+        put("text_captions", "pytorch", rate(args.seconds, len(cap_ids), some_captions))
 
     if not args.skip_onnx:
         print("ONNX Runtime ...", file=sys.stderr)

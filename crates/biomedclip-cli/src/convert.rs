@@ -15,8 +15,15 @@ pub fn run(args: Convert) -> Result<ExitCode> {
         .model
         .resolve()
         .with_context(|| format!("cannot resolve model {}", args.common.model))?;
-    if files.weights.extension().is_some_and(|e| e == "safetensors") && args.output.is_none() {
-        eprintln!("{} is already safetensors; nothing to do", files.weights.display());
+    if files
+        .weights
+        .extension()
+        .is_some_and(|e| e == "safetensors")
+    {
+        eprintln!(
+            "{} is already safetensors; nothing to do",
+            files.weights.display()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let dst = match args.output {

@@ -38,7 +38,10 @@ fn rate(seconds: f64, items: usize, mut f: impl FnMut()) -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let dir = PathBuf::from(args.next().ok_or("usage: bench MODEL_DIR [--seconds S] [--batches 1,8,32] [--texts FILE]")?);
+    let dir = PathBuf::from(
+        args.next()
+            .ok_or("usage: bench MODEL_DIR [--seconds S] [--batches 1,8,32] [--texts FILE]")?,
+    );
     let (mut seconds, mut batches, mut texts_file) = (8.0, vec![1usize, 8, 32], None);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -63,19 +66,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (seed >> 8) as f32 / (1 << 24) as f32 * 4.0 - 2.0
     };
     for &b in &batches {
-        let images: Vec<Vec<f32>> = (0..b).map(|_| (0..3 * s * s).map(|_| noise()).collect()).collect();
+        let images: Vec<Vec<f32>> = (0..b)
+            .map(|_| (0..3 * s * s).map(|_| noise()).collect())
+            .collect();
         let r = rate(seconds, b, || {
             model.encode_pixels(&images).expect("encode");
         });
         println!("{{\"work\": \"image_batch_{b}\", \"per_second\": {r:.3}}}");
     }
-    let prompts: Vec<String> = PROMPTS.iter().map(|l| format!("this is a photo of {l}")).collect();
+    let prompts: Vec<String> = PROMPTS
+        .iter()
+        .map(|l| format!("this is a photo of {l}"))
+        .collect();
     let r = rate(seconds, prompts.len(), || {
         model.encode_texts(&prompts).expect("encode");
     });
     println!("{{\"work\": \"text_prompts\", \"per_second\": {r:.3}}}");
     if let Some(f) = texts_file {
-        let captions: Vec<String> = std::fs::read_to_string(&f)?.lines().map(String::from).collect();
+        let captions: Vec<String> = std::fs::read_to_string(&f)?
+            .lines()
+            .map(String::from)
+            .collect();
         let r = rate(seconds, captions.len(), || {
             model.encode_texts(&captions).expect("encode");
         });

@@ -14,7 +14,11 @@ use biomedclip::{BiomedClip, Device, ModelSource};
 use serde_json::Value;
 
 fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -24,32 +28,50 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 }
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let dir = PathBuf::from(args.next().ok_or("usage: compare_golden MODEL_DIR [IMAGES_DIR]")?);
-    let images = args.next().map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images")
-    });
+    let dir = PathBuf::from(
+        args.next()
+            .ok_or("usage: compare_golden MODEL_DIR [IMAGES_DIR]")?,
+    );
+    let images = args
+        .next()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images"));
     // The committed fixtures keep the goldens beside the model directory.
     let golden_dir = if dir.join("golden").is_dir() {
         dir.join("golden")
     } else {
         dir.parent().unwrap_or(&dir).join("golden")
     };
-    let golden: Value = serde_json::from_str(&std::fs::read_to_string(golden_dir.join("golden.json"))?)?;
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(golden_dir.join("golden.json"))?)?;
     let t = Instant::now();
     let model = BiomedClip::load(&ModelSource::Local(dir.clone()), &Device::Cpu)?;
-    println!("loaded {} in {:.2} s: {:?}", dir.display(), t.elapsed().as_secs_f64(), model.dims());
+    println!(
+        "loaded {} in {:.2} s: {:?}",
+        dir.display(),
+        t.elapsed().as_secs_f64(),
+        model.dims()
+    );
 
     let (mut worst_cos, mut worst_abs, mut ids_ok) = (1.0f64, 0.0f32, 0);
     let texts = golden["texts"].as_array().unwrap();
     let strings: Vec<&str> = texts.iter().map(|t| t["text"].as_str().unwrap()).collect();
     let embs = model.encode_texts(&strings)?;
     for (t, e) in texts.iter().zip(&embs) {
-        let ids: Vec<u32> = t["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let ids: Vec<u32> = t["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
         ids_ok += (model.tokenizer().encode(t["text"].as_str().unwrap())? == ids) as usize;
         worst_cos = worst_cos.min(cosine(e, &floats(&t["embedding"])));
         worst_abs = worst_abs.max(max_abs(e, &floats(&t["embedding"])));
@@ -64,18 +86,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| format!("{}{}", golden["template"].as_str().unwrap(), l.as_str().unwrap()))
+        .map(|l| {
+            format!(
+                "{}{}",
+                golden["template"].as_str().unwrap(),
+                l.as_str().unwrap()
+            )
+        })
         .collect();
     let label_emb = model.encode_texts(&labels)?;
     let (mut worst_cos, mut worst_abs, mut worst_p, mut px_same, mut px_total, mut px_max) =
         (1.0f64, 0.0f32, 0.0f32, 0usize, 0usize, 0i32);
     let entries = golden["images"].as_array().unwrap();
-    let paths: Vec<PathBuf> = entries.iter().map(|e| images.join(e["file"].as_str().unwrap())).collect();
+    let paths: Vec<PathBuf> = entries
+        .iter()
+        .map(|e| images.join(e["file"].as_str().unwrap()))
+        .collect();
     for (e, p) in entries.iter().zip(&paths) {
         let file = e["file"].as_str().unwrap();
         let pix_path = golden_dir.join("pixels").join(format!("{file}.png"));
         let reference = decode(&std::fs::read(&pix_path)?, &pix_path)?.to_image8();
-        let ours = model.preprocessor().to_rgb8(&decode(&std::fs::read(p)?, p)?)?;
+        let ours = model
+            .preprocessor()
+            .to_rgb8(&decode(&std::fs::read(p)?, p)?)?;
         px_total += ours.data.len();
         for (a, b) in ours.data.iter().zip(&reference.data) {
             px_same += (a == b) as usize;

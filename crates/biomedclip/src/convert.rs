@@ -32,7 +32,11 @@ pub fn bin_to_safetensors(src: &Path, dst: &Path) -> Result<usize> {
             .map_err(|e| fail(src, format!("tensor `{name}`: {e}")))?
             .ok_or_else(|| fail(src, format!("tensor `{name}` vanished")))?
             .contiguous()?;
-        let key = if strip { &name["module.".len()..] } else { name };
+        let key = if strip {
+            &name["module.".len()..]
+        } else {
+            name
+        };
         tensors.insert(key.to_string(), t);
     }
     let tmp: PathBuf = dst.with_extension("safetensors.partial");

@@ -39,8 +39,8 @@ pub enum Backend {
 }
 
 enum Towers {
-    Cpu(crate::cpu::vit::Vit, crate::cpu::bert::Bert),
-    Candle(VisionTower, TextTower),
+    Cpu(Box<crate::cpu::vit::Vit>, Box<crate::cpu::bert::Bert>),
+    Candle(Box<VisionTower>, Box<TextTower>),
 }
 
 /// BiomedCLIP: image and text encoders into one normalised embedding space.
@@ -79,11 +79,11 @@ impl BiomedClip {
                 || crate::cpu::vit::Vit::load(&weights, &dims.vision, dims.embed_dim),
                 || crate::cpu::bert::Bert::load(&weights, &dims.text, dims.embed_dim),
             );
-            Towers::Cpu(vit?, bert?)
+            Towers::Cpu(Box::new(vit?), Box::new(bert?))
         } else {
             Towers::Candle(
-                VisionTower::load(&weights, &dims.vision, dims.embed_dim)?,
-                TextTower::load(&weights, &dims.text, dims.embed_dim)?,
+                Box::new(VisionTower::load(&weights, &dims.vision, dims.embed_dim)?),
+                Box::new(TextTower::load(&weights, &dims.text, dims.embed_dim)?),
             )
         };
         let logit_scale = weights.get_scalar("logit_scale")?.exp();
@@ -249,7 +249,10 @@ impl BiomedClip {
             let emb: Vec<Vec<f32>> = match &self.towers {
                 Towers::Cpu(_, bert) => {
                     let feats = bert.forward(&flat, chunk.len(), len, pad);
-                    feats.chunks_exact(self.dims.embed_dim).map(normalized).collect()
+                    feats
+                        .chunks_exact(self.dims.embed_dim)
+                        .map(normalized)
+                        .collect()
                 }
                 Towers::Candle(_, text) => {
                     // The reference's mask: every id that is not [PAD].

@@ -29,7 +29,10 @@ enum Store {
     Pickle(PthTensors),
 }
 
-fn open_safetensors(path: &Path) -> std::result::Result<(Store, Vec<(String, Vec<usize>)>), String> {
+/// Tensor names with their shapes.
+type Shapes = Vec<(String, Vec<usize>)>;
+
+fn open_safetensors(path: &Path) -> std::result::Result<(Store, Shapes), String> {
     let file = File::open(path).map_err(|e| e.to_string())?;
     // SAFETY: mapped read-only to parse the header; only the header pages are touched.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| e.to_string())?;
@@ -40,7 +43,10 @@ fn open_safetensors(path: &Path) -> std::result::Result<(Store, Vec<(String, Vec
         .into_iter()
         .map(|(k, v)| (k, v.clone()))
         .collect();
-    let shapes = infos.iter().map(|(k, v)| (k.clone(), v.shape.clone())).collect();
+    let shapes = infos
+        .iter()
+        .map(|(k, v)| (k.clone(), v.shape.clone()))
+        .collect();
     Ok((
         Store::Safetensors {
             file: Mutex::new(file),
@@ -114,7 +120,7 @@ impl Weights {
             reason: e.to_string(),
         };
         let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
-        let (store, stored): (Store, Vec<(String, Vec<usize>)>) = if is_safetensors {
+        let (store, stored): (Store, Shapes) = if is_safetensors {
             open_safetensors(path).map_err(|reason| Error::Weights {
                 path: path.into(),
                 reason,
@@ -281,4 +287,3 @@ impl Weights {
         Ok(self.get_vec(key, &shape)?[0])
     }
 }
-

@@ -224,3 +224,60 @@ fn batches_equal_one_at_a_time() {
         assert!(max_abs_diff(&single, b) <= 1e-5, "{}", p.display());
     }
 }
+
+#[test]
+fn candle_backend_matches_the_reference_too() {
+    let g = golden();
+    let model = biomedclip::BiomedClip::from_files_with(
+        &files("open_clip_model.safetensors", "tokenizer.json"),
+        &biomedclip::Device::Cpu,
+        biomedclip::Backend::Candle,
+    )
+    .unwrap();
+    let texts: Vec<&str> = g["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["text"].as_str().unwrap())
+        .collect();
+    for (t, ours) in g["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(model.encode_texts(&texts).unwrap())
+    {
+        assert_embedding_close(t["text"].as_str().unwrap(), &ours, &floats(&t["embedding"]));
+    }
+    for e in g["images"].as_array().unwrap().iter().take(6) {
+        let file = e["file"].as_str().unwrap();
+        let px = model.preprocessor().normalize(&golden_pixels(file));
+        let ours = model.encode_pixels(&[px]).unwrap().remove(0);
+        assert_embedding_close(file, &ours, &floats(&e["embedding"]));
+    }
+}
+
+#[test]
+fn converted_checkpoint_loads_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let dst = dir.path().join("open_clip_model.safetensors");
+    let n = biomedclip::convert::bin_to_safetensors(
+        &model_dir().join("open_clip_pytorch_model.bin"),
+        &dst,
+    )
+    .unwrap();
+    assert!(n > 40, "{n} tensors");
+    let mut converted = files("open_clip_model.safetensors", "tokenizer.json");
+    converted.weights = dst;
+    let a = biomedclip::BiomedClip::from_files(&converted, &biomedclip::Device::Cpu).unwrap();
+    let b = load("open_clip_pytorch_model.bin", "tokenizer.json");
+    let texts = ["this is a photo of chest X-ray", "ﬁbrosis"];
+    assert_eq!(
+        a.encode_texts(&texts).unwrap(),
+        b.encode_texts(&texts).unwrap()
+    );
+    let img = [fixtures().join("images/ihc.jpg")];
+    assert_eq!(
+        a.encode_image_files(&img).remove(0).unwrap(),
+        b.encode_image_files(&img).remove(0).unwrap()
+    );
+}

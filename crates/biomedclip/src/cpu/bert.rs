@@ -39,7 +39,11 @@ impl Bert {
         let h = d.hidden;
         let e = format!("{t}.embeddings");
         let tt_shape = w.shape_of(&format!("{e}.token_type_embeddings.weight"), 2)?;
-        let token_type = w.get_vec(&format!("{e}.token_type_embeddings.weight"), &[tt_shape[0], h])?[..h].to_vec();
+        let token_type = w.get_vec(
+            &format!("{e}.token_type_embeddings.weight"),
+            &[tt_shape[0], h],
+        )?[..h]
+            .to_vec();
         let layers = (0..d.layers)
             .map(|i| {
                 let p = format!("{t}.encoder.layer.{i}");
@@ -61,7 +65,13 @@ impl Bert {
                     },
                     attn_out: linear(w, &format!("{p}.attention.output.dense"), h, h, true)?,
                     attn_norm: norm(w, &format!("{p}.attention.output.LayerNorm"), h, d.eps)?,
-                    intermediate: linear(w, &format!("{p}.intermediate.dense"), h, d.intermediate, true)?,
+                    intermediate: linear(
+                        w,
+                        &format!("{p}.intermediate.dense"),
+                        h,
+                        d.intermediate,
+                        true,
+                    )?,
                     output: linear(w, &format!("{p}.output.dense"), d.intermediate, h, true)?,
                     out_norm: norm(w, &format!("{p}.output.LayerNorm"), h, d.eps)?,
                 })
@@ -75,11 +85,16 @@ impl Bert {
                     linear(w, "text.proj.2", mid, embed_dim, false)?,
                 )
             }
-            TextProjection::Linear => Projection::Linear(linear(w, "text.proj", h, embed_dim, false)?),
+            TextProjection::Linear => {
+                Projection::Linear(linear(w, "text.proj", h, embed_dim, false)?)
+            }
         };
         Ok(Bert {
             word_embeddings: w.get_vec(&format!("{e}.word_embeddings.weight"), &[d.vocab, h])?,
-            position_embeddings: w.get_vec(&format!("{e}.position_embeddings.weight"), &[d.max_positions, h])?,
+            position_embeddings: w.get_vec(
+                &format!("{e}.position_embeddings.weight"),
+                &[d.max_positions, h],
+            )?,
             token_type,
             embed_norm: norm(w, &format!("{e}.LayerNorm"), h, d.eps)?,
             layers,
@@ -105,7 +120,10 @@ impl Bert {
         let en = &self.embed_norm;
         layer_norm_inplace(&mut x, &en.gamma, &en.beta, en.eps);
         // transformers' extended mask: finfo(float32).min on padding keys.
-        let mask: Vec<f32> = ids.iter().map(|&t| if t == pad { f32::MIN } else { 0.0 }).collect();
+        let mask: Vec<f32> = ids
+            .iter()
+            .map(|&t| if t == pad { f32::MIN } else { 0.0 })
+            .collect();
         let mut qkv = vec![0f32; rows * 3 * h];
         let mut a = vec![0f32; rows * h];
         let mut mlp = vec![0f32; rows * d.intermediate];
@@ -114,7 +132,12 @@ impl Bert {
             attention(&qkv, batch, len, d.heads, h, &mask, &mut a);
             // Post-norm: x = LN(x + dense(a)); then x = LN(x + output(gelu(intermediate(x)))).
             l.attn_out.forward(&a, rows, &mut x, Epilogue::Accumulate);
-            layer_norm_inplace(&mut x, &l.attn_norm.gamma, &l.attn_norm.beta, l.attn_norm.eps);
+            layer_norm_inplace(
+                &mut x,
+                &l.attn_norm.gamma,
+                &l.attn_norm.beta,
+                l.attn_norm.eps,
+            );
             l.intermediate.forward(&x, rows, &mut mlp, Epilogue::Gelu);
             l.output.forward(&mlp, rows, &mut x, Epilogue::Accumulate);
             layer_norm_inplace(&mut x, &l.out_norm.gamma, &l.out_norm.beta, l.out_norm.eps);
@@ -123,13 +146,18 @@ impl Bert {
         for b in 0..batch {
             let dst = &mut pooled[b * h..(b + 1) * h];
             match d.pooling {
-                TextPooling::ClsLastHiddenState => dst.copy_from_slice(&x[b * len * h..b * len * h + h]),
+                TextPooling::ClsLastHiddenState => {
+                    dst.copy_from_slice(&x[b * len * h..b * len * h + h])
+                }
                 TextPooling::Mean => {
                     let mut count = 0.0;
                     for j in 0..len {
                         if ids[b * len + j] != pad {
                             count += 1.0;
-                            for (o, v) in dst.iter_mut().zip(&x[(b * len + j) * h..(b * len + j + 1) * h]) {
+                            for (o, v) in dst
+                                .iter_mut()
+                                .zip(&x[(b * len + j) * h..(b * len + j + 1) * h])
+                            {
                                 *o += v;
                             }
                         }

@@ -65,7 +65,59 @@ impl Mat {
     }
 }
 
+#[cfg(openblas)]
+mod blas {
+    //! The one CBLAS entry point used (OpenBLAS), for the large products.
+    use std::os::raw::c_int;
+
+    pub const ROW_MAJOR: c_int = 101;
+    pub const NO_TRANS: c_int = 111;
+    pub const TRANS: c_int = 112;
+
+    extern "C" {
+        pub fn cblas_sgemm(
+            layout: c_int,
+            trans_a: c_int,
+            trans_b: c_int,
+            m: c_int,
+            n: c_int,
+            k: c_int,
+            alpha: f32,
+            a: *const f32,
+            lda: c_int,
+            b: *const f32,
+            ldb: c_int,
+            beta: f32,
+            c: *mut f32,
+            ldc: c_int,
+        );
+        pub fn openblas_set_num_threads(n: c_int);
+    }
+
+    /// (transpose flag, leading dimension) of a view, if BLAS can address it.
+    pub fn operand(rs: isize, cs: isize) -> Option<(c_int, c_int)> {
+        match (rs, cs) {
+            (rs, 1) if rs >= 1 => Some((NO_TRANS, rs as c_int)),
+            (1, cs) if cs >= 1 => Some((TRANS, cs as c_int)),
+            _ => None,
+        }
+    }
+
+    pub fn init(threads: usize) {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        // SAFETY: a plain setter in OpenBLAS.
+        ONCE.call_once(|| unsafe { openblas_set_num_threads(threads as c_int) });
+    }
+}
+
+/// Whether large products go through OpenBLAS (linked at build time when available).
+pub fn blas_enabled() -> bool {
+    cfg!(openblas)
+}
+
 /// `dst[m, n] (row stride dst_rs) = accumulate * dst + scale * lhs[m, k] . rhs[k, n]`.
+///
+/// Large parallel products use OpenBLAS when it was linked; everything else the `gemm` crate.
 ///
 /// # Safety
 /// The views must be valid for the given sizes and `dst` must not alias `lhs` or `rhs`.
@@ -82,6 +134,32 @@ pub unsafe fn matmul(
     scale: f32,
     parallel: bool,
 ) {
+    #[cfg(openblas)]
+    if parallel && m * n * k >= 1 << 18 {
+        if let (Some((ta, lda)), Some((tb, ldb))) =
+            (blas::operand(lhs.rs, lhs.cs), blas::operand(rhs.rs, rhs.cs))
+        {
+            blas::init(threads());
+            let beta = if accumulate { 1.0 } else { 0.0 };
+            blas::cblas_sgemm(
+                blas::ROW_MAJOR,
+                ta,
+                tb,
+                m as i32,
+                n as i32,
+                k as i32,
+                scale,
+                lhs.ptr,
+                lda,
+                rhs.ptr,
+                ldb,
+                beta,
+                dst,
+                dst_rs as i32,
+            );
+            return;
+        }
+    }
     let par = if parallel {
         parallelism(m * n * k)
     } else {
@@ -209,6 +287,8 @@ dispatch!(
 );
 
 /// `exp(x)` to about 2 ulp (Cephes' `expf`), 0 below -87.
+// The coefficients are Cephes' as published.
+#[allow(clippy::excessive_precision)]
 #[inline(always)]
 pub fn exp_approx(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -343,7 +423,15 @@ unsafe impl Sync for SendPtr {}
 /// Multi-head self-attention reading queries, keys and values in place from a fused
 /// `[batch * len, 3 * width]` buffer laid out `(q|k|v, head, head_dim)` and writing
 /// `[batch * len, width]`. `mask` is empty or `[batch, len]` additive key masks.
-pub fn attention(qkv: &[f32], batch: usize, len: usize, heads: usize, width: usize, mask: &[f32], out: &mut [f32]) {
+pub fn attention(
+    qkv: &[f32],
+    batch: usize,
+    len: usize,
+    heads: usize,
+    width: usize,
+    mask: &[f32],
+    out: &mut [f32],
+) {
     let hd = width / heads;
     let scale = 1.0 / (hd as f32).sqrt();
     let row = 3 * width;
@@ -355,17 +443,43 @@ pub fn attention(qkv: &[f32], batch: usize, len: usize, heads: usize, width: usi
         |scores, task| {
             let (b, h) = (task / heads, task % heads);
             let base = b * len * row + h * hd;
-            let m = if mask.is_empty() { &[][..] } else { &mask[b * len..(b + 1) * len] };
+            let m = if mask.is_empty() {
+                &[][..]
+            } else {
+                &mask[b * len..(b + 1) * len]
+            };
             // SAFETY: all views stay inside `qkv` (asserted above); each task writes the
             // columns h*hd..(h+1)*hd of its batch rows only.
             unsafe {
                 let q = Mat::strided(qkv.as_ptr().add(base), row, 1);
                 let kt = Mat::strided(qkv.as_ptr().add(base + width), 1, row);
-                matmul(len, len, hd, scores.as_mut_ptr(), len, false, q, kt, scale, false);
+                matmul(
+                    len,
+                    len,
+                    hd,
+                    scores.as_mut_ptr(),
+                    len,
+                    false,
+                    q,
+                    kt,
+                    scale,
+                    false,
+                );
                 softmax_rows(scores, len, m);
                 let v = Mat::strided(qkv.as_ptr().add(base + 2 * width), row, 1);
                 let dst = out_ptr.0.add(b * len * width + h * hd);
-                matmul(len, hd, len, dst, width, false, Mat::rows(scores, len), v, 1.0, false);
+                matmul(
+                    len,
+                    hd,
+                    len,
+                    dst,
+                    width,
+                    false,
+                    Mat::rows(scores, len),
+                    v,
+                    1.0,
+                    false,
+                );
             }
         },
     );
@@ -421,8 +535,12 @@ mod tests {
     fn attention_matches_naive() {
         let (b, n, heads, width) = (2, 5, 2, 8);
         let hd = width / heads;
-        let qkv: Vec<f32> = (0..b * n * 3 * width).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
-        let mask: Vec<f32> = (0..b * n).map(|i| if i % 5 == 4 { f32::MIN } else { 0.0 }).collect();
+        let qkv: Vec<f32> = (0..b * n * 3 * width)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+            .collect();
+        let mask: Vec<f32> = (0..b * n)
+            .map(|i| if i % 5 == 4 { f32::MIN } else { 0.0 })
+            .collect();
         let mut out = vec![0f32; b * n * width];
         attention(&qkv, b, n, heads, width, &mask, &mut out);
         for bi in 0..b {
@@ -430,7 +548,8 @@ mod tests {
                 for i in 0..n {
                     let q = |d: usize| qkv[(bi * n + i) * 3 * width + h * hd + d];
                     let k = |j: usize, d: usize| qkv[(bi * n + j) * 3 * width + width + h * hd + d];
-                    let v = |j: usize, d: usize| qkv[(bi * n + j) * 3 * width + 2 * width + h * hd + d];
+                    let v =
+                        |j: usize, d: usize| qkv[(bi * n + j) * 3 * width + 2 * width + h * hd + d];
                     let s: Vec<f64> = (0..n)
                         .map(|j| {
                             let dot: f64 = (0..hd).map(|d| q(d) as f64 * k(j, d) as f64).sum();

@@ -10,7 +10,13 @@ use crate::error::Result;
 use crate::weights::Weights;
 use kernels::Linear;
 
-pub(crate) fn linear(w: &Weights, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
+pub(crate) fn linear(
+    w: &Weights,
+    prefix: &str,
+    in_dim: usize,
+    out_dim: usize,
+    bias: bool,
+) -> Result<Linear> {
     Ok(Linear {
         weight: w.get_vec(&format!("{prefix}.weight"), &[out_dim, in_dim])?,
         bias: if bias {

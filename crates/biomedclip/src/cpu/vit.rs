@@ -95,7 +95,8 @@ impl Vit {
             }
         }
         let mut tokens = vec![0f32; batch * g * g * c];
-        self.patch.forward(&patches, batch * g * g, &mut tokens, Epilogue::Overwrite);
+        self.patch
+            .forward(&patches, batch * g * g, &mut tokens, Epilogue::Overwrite);
         drop(patches);
         let mut x = vec![0f32; rows * c];
         for b in 0..batch {
@@ -125,7 +126,13 @@ impl Vit {
             cls[b * c..(b + 1) * c].copy_from_slice(&x[b * n * c..b * n * c + c]);
         }
         let mut normed = vec![0f32; batch * c];
-        layer_norm(&cls, &mut normed, &self.norm.gamma, &self.norm.beta, self.norm.eps);
+        layer_norm(
+            &cls,
+            &mut normed,
+            &self.norm.gamma,
+            &self.norm.beta,
+            self.norm.eps,
+        );
         match &self.head {
             Some(head) => {
                 let mut out = vec![0f32; batch * head.out_dim];
