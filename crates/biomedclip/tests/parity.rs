@@ -131,12 +131,7 @@ fn images_from_files_match_end_to_end() {
         .iter()
         .map(|e| fixtures().join("images").join(e["file"].as_str().unwrap()))
         .collect();
-    let labels: Vec<String> = g["labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| format!("{}{}", g["template"].as_str().unwrap(), l.as_str().unwrap()))
-        .collect();
+    let labels = prompts(&g);
     let text = model.encode_texts(&labels).unwrap();
     for (e, r) in entries.iter().zip(model.encode_image_files(&paths)) {
         let emb = r.unwrap();
@@ -153,12 +148,7 @@ fn text_tower_matches() {
     let g = golden();
     for weights in WEIGHTS {
         let model = load(weights, "tokenizer.json");
-        let texts: Vec<&str> = g["texts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["text"].as_str().unwrap())
-            .collect();
+        let texts = golden_texts(&g);
         let embs = model.encode_texts(&texts).unwrap();
         for (t, ours) in g["texts"].as_array().unwrap().iter().zip(&embs) {
             let what = format!("{weights}: {:?}", t["text"].as_str().unwrap());
@@ -172,12 +162,7 @@ fn zero_shot_probabilities_match_on_reference_pixels() {
     let g = golden();
     let model = load("open_clip_pytorch_model.bin", "vocab.txt");
     assert!((model.logit_scale() - g["logit_scale"].as_f64().unwrap() as f32).abs() < 1e-4);
-    let labels: Vec<String> = g["labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| format!("{}{}", g["template"].as_str().unwrap(), l.as_str().unwrap()))
-        .collect();
+    let labels = prompts(&g);
     let text = model.encode_texts(&labels).unwrap();
     for e in g["images"].as_array().unwrap() {
         let file = e["file"].as_str().unwrap();
@@ -193,12 +178,7 @@ fn zero_shot_probabilities_match_on_reference_pixels() {
 fn batches_equal_one_at_a_time() {
     let g = golden();
     let model = load("open_clip_model.safetensors", "tokenizer.json");
-    let texts: Vec<&str> = g["texts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["text"].as_str().unwrap())
-        .collect();
+    let texts = golden_texts(&g);
     let batched = model.encode_texts(&texts).unwrap();
     for (t, b) in texts.iter().zip(&batched) {
         let single = model.encode_texts(&[*t]).unwrap().remove(0);
@@ -234,12 +214,7 @@ fn candle_backend_matches_the_reference_too() {
         biomedclip::Backend::Candle,
     )
     .unwrap();
-    let texts: Vec<&str> = g["texts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["text"].as_str().unwrap())
-        .collect();
+    let texts = golden_texts(&g);
     for (t, ours) in g["texts"]
         .as_array()
         .unwrap()

@@ -68,3 +68,23 @@ pub fn assert_embedding_close(what: &str, ours: &[f32], reference: &[f32]) {
         "{what}: cosine {cos:.7}, max abs diff {diff:.2e}"
     );
 }
+
+/// The model card's prompts, `template + label`, as the goldens used them.
+pub fn prompts(g: &Value) -> Vec<String> {
+    g["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| format!("{}{}", g["template"].as_str().unwrap(), l.as_str().unwrap()))
+        .collect()
+}
+
+/// The golden texts, in order.
+pub fn golden_texts(g: &Value) -> Vec<&str> {
+    g["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["text"].as_str().unwrap())
+        .collect()
+}
