@@ -1,6 +1,8 @@
 //! The text tower on the CPU engine (same model as [`crate::text`]).
 
-use super::kernels::{attention, gelu, layer_norm_inplace, Epilogue, Linear};
+use super::kernels::{
+    attention, first_token_attention, gelu, layer_norm_inplace, Epilogue, Linear,
+};
 use super::{linear, norm, Norm};
 use crate::config::{TextDims, TextPooling, TextProjection};
 use crate::error::Result;
@@ -127,8 +129,40 @@ impl Bert {
         let mut qkv = vec![0f32; rows * 3 * h];
         let mut a = vec![0f32; rows * h];
         let mut mlp = vec![0f32; rows * d.intermediate];
-        for l in &self.layers {
+        let cls_only = d.pooling == TextPooling::ClsLastHiddenState;
+        let last = self.layers.len() - 1;
+        for (i, l) in self.layers.iter().enumerate() {
             l.qkv.forward(&x, rows, &mut qkv, Epilogue::Overwrite);
+            if cls_only && i == last {
+                // Only the [CLS] outputs of the last layer are pooled: the rest is skipped.
+                let mut cls = vec![0f32; batch * h];
+                for b in 0..batch {
+                    cls[b * h..(b + 1) * h].copy_from_slice(&x[b * len * h..b * len * h + h]);
+                }
+                first_token_attention(&qkv, batch, len, d.heads, h, &mask, &mut a);
+                l.attn_out
+                    .forward(&a, batch, &mut cls, Epilogue::Accumulate);
+                layer_norm_inplace(
+                    &mut cls,
+                    &l.attn_norm.gamma,
+                    &l.attn_norm.beta,
+                    l.attn_norm.eps,
+                );
+                l.intermediate
+                    .forward(&cls, batch, &mut mlp, Epilogue::Gelu);
+                l.output
+                    .forward(&mlp, batch, &mut cls, Epilogue::Accumulate);
+                layer_norm_inplace(
+                    &mut cls,
+                    &l.out_norm.gamma,
+                    &l.out_norm.beta,
+                    l.out_norm.eps,
+                );
+                for b in 0..batch {
+                    x[b * len * h..b * len * h + h].copy_from_slice(&cls[b * h..(b + 1) * h]);
+                }
+                break;
+            }
             attention(&qkv, batch, len, d.heads, h, &mask, &mut a);
             // Post-norm: x = LN(x + dense(a)); then x = LN(x + output(gelu(intermediate(x)))).
             l.attn_out.forward(&a, rows, &mut x, Epilogue::Accumulate);

@@ -485,6 +485,51 @@ pub fn attention(
     );
 }
 
+/// Attention for the first token of each sequence only (the [CLS] query), reading keys and
+/// values of all tokens from the fused `[batch * len, 3 * width]` buffer; writes
+/// `[batch, width]`. Used for a last layer whose other outputs are never read.
+pub fn first_token_attention(
+    qkv: &[f32],
+    batch: usize,
+    len: usize,
+    heads: usize,
+    width: usize,
+    mask: &[f32],
+    out: &mut [f32],
+) {
+    let hd = width / heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let row = 3 * width;
+    assert!(qkv.len() >= batch * len * row && out.len() >= batch * width);
+    out[..batch * width]
+        .par_chunks_mut(hd)
+        .enumerate()
+        .for_each(|(task, dst)| {
+            let (b, h) = (task / heads, task % heads);
+            let base = b * len * row + h * hd;
+            let q = &qkv[base..base + hd];
+            let mut scores: Vec<f32> = (0..len)
+                .map(|j| {
+                    let k = &qkv[base + j * row + width..base + j * row + width + hd];
+                    q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale
+                })
+                .collect();
+            let m = if mask.is_empty() {
+                &[][..]
+            } else {
+                &mask[b * len..(b + 1) * len]
+            };
+            softmax_rows(&mut scores, len, m);
+            dst.fill(0.0);
+            for (j, p) in scores.iter().enumerate() {
+                let v = &qkv[base + j * row + 2 * width..base + j * row + 2 * width + hd];
+                for (o, x) in dst.iter_mut().zip(v) {
+                    *o += p * x;
+                }
+            }
+        });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
