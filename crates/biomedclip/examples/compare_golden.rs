@@ -53,7 +53,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let golden: Value =
         serde_json::from_str(&std::fs::read_to_string(golden_dir.join("golden.json"))?)?;
     let t = Instant::now();
-    let model = BiomedClip::load(&ModelSource::Local(dir.clone()), &Device::Cpu)?;
+    let mut model = BiomedClip::load(&ModelSource::Local(dir.clone()), &Device::Cpu)?;
+    // The goldens are the reference's pixels, 16-bit clamp included.
+    model.set_rendering(biomedclip::render::Rendering::reference());
     println!(
         "loaded {} in {:.2} s: {:?}",
         dir.display(),

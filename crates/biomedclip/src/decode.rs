@@ -14,7 +14,9 @@ use std::path::Path;
 
 use image::{DynamicImage, ImageFormat};
 
+use crate::dicom::{decode_dicom, is_dicom};
 use crate::error::{Error, Result};
+use crate::render::Window;
 use crate::resample::Image8;
 
 /// Pixels as Pillow's mode would hold them.
@@ -67,12 +69,31 @@ impl Decoded {
 
 /// Decodes an image file's bytes; `path` is used for messages only.
 pub fn decode(bytes: &[u8], path: &Path) -> Result<Decoded> {
+    decode_frame(bytes, path, None, None)
+}
+
+/// Decodes an image file's bytes, taking `frame` (default: the middle one) of a DICOM file
+/// and rendering DICOM grayscale through `window` (default: the file's own).
+pub fn decode_frame(
+    bytes: &[u8],
+    path: &Path,
+    frame: Option<u32>,
+    window: Option<Window>,
+) -> Result<Decoded> {
     let fail = |reason: String| Error::Image {
         path: path.into(),
         reason,
     };
+    if is_dicom(bytes) {
+        return decode_dicom(bytes, path, frame, window);
+    }
+    if let Some(n) = frame {
+        return Err(fail(format!(
+            "#frame={n} was asked for, but frames can only be chosen in DICOM files"
+        )));
+    }
     let format = image::guess_format(bytes).map_err(|_| {
-        fail("unrecognised image format (supported: JPEG, PNG, GIF, BMP, TIFF, WebP)".into())
+        fail("unrecognised image format (supported: DICOM, JPEG, PNG, GIF, BMP, TIFF, WebP)".into())
     })?;
     match format {
         ImageFormat::Png => decode_png(bytes).map_err(fail),

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::hub::{ModelFiles, ModelSource};
 use crate::layers::l2_normalize;
 use crate::preprocess::Preprocessor;
+use crate::render::Rendering;
 use crate::text::TextTower;
 use crate::tokenize::TextTokenizer;
 use crate::vision::VisionTower;
@@ -136,6 +137,12 @@ impl BiomedClip {
     /// The image preprocessing.
     pub fn preprocessor(&self) -> &Preprocessor {
         &self.preprocessor
+    }
+
+    /// Sets how DICOM and 16-bit images are brought to 8 bits (default: the file's window,
+    /// else the full range; [`Rendering::reference`] for the reference's behaviour).
+    pub fn set_rendering(&mut self, rendering: Rendering) {
+        self.preprocessor.set_rendering(rendering);
     }
 
     /// `exp(logit_scale)`: the temperature applied to cosine similarities.

@@ -11,8 +11,10 @@
 use std::path::Path;
 
 use crate::config::PreprocessCfg;
-use crate::decode::{decode, Decoded, Pixels};
+use crate::decode::{decode_frame, Decoded, Pixels};
 use crate::error::{Error, Result};
+use crate::input::split_frame;
+use crate::render::{to_gray8, HighBitDepth, Rendering, WindowFunction};
 use crate::resample::{Filter, Image16, Image8};
 
 /// The reference preprocessing, configured from `preprocess_cfg`.
@@ -22,6 +24,7 @@ pub struct Preprocessor {
     mean: [f32; 3],
     std: [f32; 3],
     filter: Filter,
+    rendering: Rendering,
 }
 
 /// Python's `round` on a non-negative half-integer grid: half to even.
@@ -92,7 +95,18 @@ impl Preprocessor {
             mean: cfg.mean,
             std: cfg.std,
             filter,
+            rendering: Rendering::default(),
         }
+    }
+
+    /// How DICOM and 16-bit images are brought to 8 bits.
+    pub fn rendering(&self) -> &Rendering {
+        &self.rendering
+    }
+
+    /// Sets how DICOM and 16-bit images are brought to 8 bits.
+    pub fn set_rendering(&mut self, rendering: Rendering) {
+        self.rendering = rendering;
     }
 
     /// Side of the square output.
@@ -116,6 +130,18 @@ impl Preprocessor {
         let top = round_half_even((h as f64 - s as f64) / 2.0);
         let left = round_half_even((w as f64 - s as f64) / 2.0);
         if let Pixels::Gray16(data) = &img.pixels {
+            if self.rendering.high_bit_depth == HighBitDepth::FullRange {
+                let values: Vec<f64> = data.iter().map(|&v| v as f64).collect();
+                let gray = Decoded {
+                    pixels: Pixels::Gray(to_gray8(
+                        &values,
+                        self.rendering.window,
+                        WindowFunction::Linear,
+                    )),
+                    ..img.clone()
+                };
+                return self.to_rgb8(&gray);
+            }
             // Pillow resizes `I;16` in 16 bits; `convert("RGB")` then clamps at 255.
             let src = Image16 {
                 width: img.width,
@@ -159,9 +185,10 @@ impl Preprocessor {
         out
     }
 
-    /// Decodes and preprocesses an image file's bytes into `3 * size * size` CHW floats.
-    pub fn process_bytes(&self, bytes: &[u8], path: &Path) -> Result<Vec<f32>> {
-        let decoded = decode(bytes, path)?;
+    /// Decodes and preprocesses an image file's bytes into `3 * size * size` CHW floats,
+    /// taking `frame` of a DICOM file (default: the middle one).
+    pub fn process_bytes(&self, bytes: &[u8], path: &Path, frame: Option<u32>) -> Result<Vec<f32>> {
+        let decoded = decode_frame(bytes, path, frame, self.rendering.window)?;
         let rgb = self.to_rgb8(&decoded).map_err(|e| Error::Image {
             path: path.into(),
             reason: e.to_string(),
@@ -169,10 +196,12 @@ impl Preprocessor {
         Ok(self.normalize(&rgb))
     }
 
-    /// Reads, decodes and preprocesses an image file.
+    /// Reads, decodes and preprocesses an image file; `file.dcm#frame=N` takes frame `N`
+    /// (from 0) of a multi-frame DICOM file.
     pub fn process_file(&self, path: &Path) -> Result<Vec<f32>> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        self.process_bytes(&bytes, path)
+        let (file, frame) = split_frame(path);
+        let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
+        self.process_bytes(&bytes, path, frame)
     }
 }
 

@@ -40,8 +40,11 @@ pub fn files(weights: &str, tokenizer: &str) -> ModelFiles {
     }
 }
 
+/// The model with the reference's rendering of 16-bit images (the goldens come from it).
 pub fn load(weights: &str, tokenizer: &str) -> BiomedClip {
-    BiomedClip::from_files(&files(weights, tokenizer), &Device::Cpu).unwrap()
+    let mut model = BiomedClip::from_files(&files(weights, tokenizer), &Device::Cpu).unwrap();
+    model.set_rendering(biomedclip::render::Rendering::reference());
+    model
 }
 
 pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
