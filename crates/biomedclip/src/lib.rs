@@ -18,6 +18,7 @@
 //! # Ok::<(), biomedclip::Error>(())
 //! ```
 
+pub mod cache;
 pub mod clean;
 pub mod config;
 pub mod convert;
@@ -25,6 +26,7 @@ pub mod cpu;
 pub mod decode;
 pub mod dicom;
 pub mod error;
+pub mod eval;
 pub mod hub;
 pub mod input;
 pub mod layers;
