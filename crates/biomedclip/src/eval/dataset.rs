@@ -312,7 +312,7 @@ mod tests {
         std::fs::write(&csv, "path,label\na.png,cat\nb.png\n").unwrap();
         let err = LabelledImages::load(&csv, None).unwrap_err().to_string();
         assert!(err.contains("d.csv") && err.contains("line: 3"), "{err}");
-        std::fs::write(&csv, "file_name,y\na.png,cat\n").unwrap();
+        std::fs::write(&csv, "path,y\na.png,cat\n").unwrap();
         let err = LabelledImages::load(&csv, None).unwrap_err().to_string();
         assert!(err.contains("label"), "{err}");
     }
