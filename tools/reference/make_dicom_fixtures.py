@@ -98,6 +98,26 @@ def render(path, frame=None, window=None):
     return out, "L"
 
 
+def high_bit_depth_goldens():
+    """16-bit grayscale PNG mapped to 8 bits (full range, and a window) before the
+    reference's Resize(224, bicubic) + CenterCrop(224)."""
+    from torchvision import transforms
+
+    src = ROOT / "images" / "gray16.png"
+    values = np.asarray(Image.open(src)).astype(np.float64)
+    lo, hi = values.min(), values.max()
+    full = np.clip(np.round((values - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8)
+    c, w = 30000.0, 20000.0
+    win = ((values - (c - 0.5)) / (w - 1) + 0.5) * 255.0
+    win[values <= c - 0.5 - (w - 1) / 2] = 0
+    win[values > c - 0.5 + (w - 1) / 2] = 255
+    win = np.clip(np.round(win), 0, 255).astype(np.uint8)
+    tf = transforms.Compose([transforms.Resize(224, interpolation=transforms.InterpolationMode.BICUBIC),
+                             transforms.CenterCrop(224)])
+    tf(Image.fromarray(full, "L")).save(GOLD / "gray16_full_range.png")
+    tf(Image.fromarray(win, "L")).save(GOLD / "gray16_window_30000_20000.png")
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     GOLD.mkdir(parents=True, exist_ok=True)
@@ -133,6 +153,7 @@ def main():
             "window": None if window is None else f"{window[0]},{window[1]}",
             "golden": f"{tag}.png",
         })
+    high_bit_depth_goldens()
     failures = [
         {"file": "MR_small_jpeg_ls_lossless.dcm", "error": "JPEG-LS Lossless"},
         {"file": "JPGExtended.dcm", "error": "JPEG Extended"},

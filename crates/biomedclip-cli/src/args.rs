@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use biomedclip::{BiomedClip, Device, ModelSource};
+use biomedclip::input::collect_images;
+use biomedclip::render::{HighBitDepth, Rendering, Window, WINDOW_PRESETS};
+use biomedclip::{BiomedClip, Device, ModelFiles, ModelSource};
 use clap::{Arg, ArgAction, ArgMatches, Command as ClapCommand};
 
 /// The model card's prompt template.
@@ -21,6 +23,11 @@ pub struct Common {
 impl Common {
     /// Configures the thread pools, then loads the model.
     pub fn load_model(&self) -> Result<BiomedClip> {
+        Ok(self.load_model_and_files()?.1)
+    }
+
+    /// Configures the thread pools, resolves the model's files and loads it.
+    pub fn load_model_and_files(&self) -> Result<(ModelFiles, BiomedClip)> {
         if let Some(n) = self.threads {
             // candle sizes its matrix-multiply pool from RAYON_NUM_THREADS.
             std::env::set_var("RAYON_NUM_THREADS", n.to_string());
@@ -29,8 +36,38 @@ impl Common {
                 .build_global()
                 .context("cannot configure the thread pool")?;
         }
-        BiomedClip::load(&self.model, &Device::Cpu)
-            .with_context(|| format!("cannot load model {}", self.model))
+        let files = self
+            .model
+            .resolve()
+            .with_context(|| format!("cannot load model {}", self.model))?;
+        let model = BiomedClip::from_files(&files, &Device::Cpu)
+            .with_context(|| format!("cannot load model {}", self.model))?;
+        Ok((files, model))
+    }
+}
+
+/// How image files are found and rendered.
+#[derive(Debug, Clone, Default)]
+pub struct ImageOptions {
+    /// Windowing and 16-bit handling.
+    pub rendering: Rendering,
+    /// Filter for files inside directories.
+    pub glob: Option<String>,
+}
+
+impl ImageOptions {
+    /// Expands directories among `inputs` into image files, telling stderr how many
+    /// non-image files were skipped.
+    pub fn expand(&self, inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+        let found = collect_images(inputs, self.glob.as_deref())?;
+        if !found.skipped.is_empty() {
+            eprintln!(
+                "skipped {} non-image file(s) in directories, e.g. {}",
+                found.skipped.len(),
+                found.skipped[0].display()
+            );
+        }
+        Ok(found.images)
     }
 }
 
@@ -42,8 +79,10 @@ pub struct Classify {
     pub template: String,
     /// Candidate labels.
     pub labels: Vec<String>,
-    /// Images to classify.
+    /// Images to classify (directories expanded).
     pub images: Vec<PathBuf>,
+    /// Image options.
+    pub image_options: ImageOptions,
     /// Labels printed per image.
     pub top_k: Option<usize>,
     /// JSON output.
@@ -62,8 +101,10 @@ pub enum EmbedInput {
 pub struct Embed {
     /// Shared options.
     pub common: Common,
-    /// Inputs in the order given.
+    /// Inputs in the order given (directories expanded in place).
     pub inputs: Vec<EmbedInput>,
+    /// Image options.
+    pub image_options: ImageOptions,
 }
 
 /// `convert` options.
@@ -82,6 +123,8 @@ pub enum Command {
     Embed(Embed),
     /// `.bin` to `.safetensors`.
     Convert(Convert),
+    /// Evaluation on labelled data.
+    Eval(crate::eval::Eval),
 }
 
 impl Command {
@@ -91,11 +134,13 @@ impl Command {
             Command::Classify(c) => crate::classify::run(c),
             Command::Embed(e) => crate::embed::run(e),
             Command::Convert(c) => crate::convert::run(c),
+            Command::Eval(e) => crate::eval::run(e),
         }
     }
 }
 
-fn common_args(cmd: ClapCommand) -> ClapCommand {
+/// `--model` and `--threads`.
+pub fn common_args(cmd: ClapCommand) -> ClapCommand {
     cmd.arg(
         Arg::new("model")
             .long("model")
@@ -112,13 +157,65 @@ fn common_args(cmd: ClapCommand) -> ClapCommand {
     )
 }
 
+/// `--window`, `--reference-16bit` and `--glob`.
+pub fn image_args(cmd: ClapCommand) -> ClapCommand {
+    let presets: Vec<&str> = WINDOW_PRESETS.iter().map(|(n, _)| *n).collect();
+    cmd.arg(
+        Arg::new("window")
+            .long("window")
+            .value_name("C,W|PRESET")
+            .allow_hyphen_values(true)
+            .help(format!(
+                "Window for DICOM and 16-bit images: CENTER,WIDTH (e.g. -600,1500) or a preset \
+                 ({}); overrides the window stored in DICOM files",
+                presets.join(", ")
+            )),
+    )
+    .arg(
+        Arg::new("reference-16bit")
+            .long("reference-16bit")
+            .action(ArgAction::SetTrue)
+            .conflicts_with("window")
+            .help(
+                "Clamp 16-bit PNG/TIFF grayscale at 255 as the reference does, instead of \
+                 mapping its full range to 8 bits",
+            ),
+    )
+    .arg(
+        Arg::new("glob").long("glob").value_name("PATTERN").help(
+            "Only files in directories whose relative path matches PATTERN (e.g. '**/*.dcm')",
+        ),
+    )
+}
+
+/// Reads the image options.
+pub fn image_options(m: &ArgMatches) -> Result<ImageOptions> {
+    let window = m
+        .get_one::<String>("window")
+        .map(|w| w.parse::<Window>())
+        .transpose()?;
+    let high_bit_depth = if m.get_flag("reference-16bit") {
+        HighBitDepth::Reference
+    } else {
+        HighBitDepth::FullRange
+    };
+    Ok(ImageOptions {
+        rendering: Rendering {
+            window,
+            high_bit_depth,
+        },
+        glob: m.get_one::<String>("glob").cloned(),
+    })
+}
+
 fn cli() -> ClapCommand {
     ClapCommand::new("biomedclip")
         .about("BiomedCLIP zero-shot classification and embeddings")
         .version(env!("CARGO_PKG_VERSION"))
         .subcommand_required(true)
         .arg_required_else_help(true)
-        .subcommand(common_args(
+        .subcommand(crate::eval::command())
+        .subcommand(image_args(common_args(
             ClapCommand::new("classify")
                 .about("Rank labels for each image by zero-shot probability")
                 .arg(
@@ -160,9 +257,12 @@ fn cli() -> ClapCommand {
                         .value_name("IMAGE")
                         .required(true)
                         .num_args(1..)
-                        .help("Image files (JPEG, PNG, GIF, BMP, TIFF, WebP)"),
+                        .help(
+                            "Image files (DICOM, JPEG, PNG, GIF, BMP, TIFF, WebP; file.dcm#frame=N \
+                             for frame N of a multi-frame DICOM) or directories",
+                        ),
                 ),
-        ))
+        )))
         .subcommand(common_args(
             ClapCommand::new("convert")
                 .about(
@@ -176,7 +276,7 @@ fn cli() -> ClapCommand {
                         .help("Output file (default: open_clip_model.safetensors beside the .bin)"),
                 ),
         ))
-        .subcommand(common_args(
+        .subcommand(image_args(common_args(
             ClapCommand::new("embed")
                 .about("Write L2-normalised embeddings as JSON Lines, one per input in order")
                 .arg(
@@ -184,7 +284,7 @@ fn cli() -> ClapCommand {
                         .long("image")
                         .value_name("PATH")
                         .action(ArgAction::Append)
-                        .help("An image to embed (repeatable)"),
+                        .help("An image or directory of images to embed (repeatable)"),
                 )
                 .arg(
                     Arg::new("text")
@@ -193,10 +293,11 @@ fn cli() -> ClapCommand {
                         .action(ArgAction::Append)
                         .help("A text to embed, used as given (repeatable)"),
                 ),
-        ))
+        )))
 }
 
-fn common(m: &ArgMatches) -> Result<Common> {
+/// Reads the options every subcommand shares.
+pub fn common(m: &ArgMatches) -> Result<Common> {
     let threads = m.get_one::<usize>("threads").copied();
     if threads == Some(0) {
         bail!("--threads must be at least 1");
@@ -237,6 +338,16 @@ pub fn parse() -> Result<Command> {
             if top_k == Some(0) {
                 bail!("--top-k must be at least 1");
             }
+            let image_options = image_options(m)?;
+            let images: Vec<PathBuf> = m
+                .get_many::<String>("images")
+                .expect("required")
+                .map(PathBuf::from)
+                .collect();
+            let images = image_options.expand(&images)?;
+            if images.is_empty() {
+                bail!("no images found");
+            }
             Ok(Command::Classify(Classify {
                 common: common(m)?,
                 template: m
@@ -244,11 +355,8 @@ pub fn parse() -> Result<Command> {
                     .expect("has a default")
                     .clone(),
                 labels,
-                images: m
-                    .get_many::<String>("images")
-                    .expect("required")
-                    .map(PathBuf::from)
-                    .collect(),
+                images,
+                image_options,
                 top_k,
                 json: m.get_flag("json"),
             }))
@@ -269,15 +377,30 @@ pub fn parse() -> Result<Command> {
                 bail!("nothing to embed: pass --image PATH and/or --text STR");
             }
             indexed.sort_by_key(|(i, _)| *i);
+            let image_options = image_options(m)?;
+            let mut inputs = Vec::with_capacity(indexed.len());
+            for (_, input) in indexed {
+                match input {
+                    EmbedInput::Image(p) if p.is_dir() => inputs.extend(
+                        image_options
+                            .expand(&[p])?
+                            .into_iter()
+                            .map(EmbedInput::Image),
+                    ),
+                    other => inputs.push(other),
+                }
+            }
             Ok(Command::Embed(Embed {
                 common: common(m)?,
-                inputs: indexed.into_iter().map(|(_, v)| v).collect(),
+                inputs,
+                image_options,
             }))
         }
         Some(("convert", m)) => Ok(Command::Convert(Convert {
             common: common(m)?,
             output: m.get_one::<String>("output").map(PathBuf::from),
         })),
+        Some(("eval", m)) => Ok(Command::Eval(crate::eval::parse(m)?)),
         _ => unreachable!("clap requires a subcommand"),
     }
 }

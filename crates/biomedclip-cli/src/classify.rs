@@ -23,7 +23,8 @@ struct ImageScores<'a> {
 
 /// Runs the classification and prints the result.
 pub fn run(args: Classify) -> Result<ExitCode> {
-    let model = args.common.load_model()?;
+    let mut model = args.common.load_model()?;
+    model.set_rendering(args.image_options.rendering);
     let prompts: Vec<String> = args
         .labels
         .iter()

@@ -33,7 +33,8 @@ struct Line<'a> {
 
 /// Embeds every input and writes JSON Lines to stdout.
 pub fn run(args: Embed) -> Result<ExitCode> {
-    let model = args.common.load_model()?;
+    let mut model = args.common.load_model()?;
+    model.set_rendering(args.image_options.rendering);
     let images: Vec<PathBuf> = args
         .inputs
         .iter()

@@ -4,6 +4,7 @@ mod args;
 mod classify;
 mod convert;
 mod embed;
+mod eval;
 
 use std::process::ExitCode;
 

@@ -101,3 +101,46 @@ fn frames_are_chosen_and_checked() {
         .to_string();
     assert!(err.contains("only be chosen in DICOM"), "{err}");
 }
+
+#[test]
+fn sixteen_bit_grayscale_maps_its_full_range_or_a_window() {
+    use biomedclip::render::{HighBitDepth, Rendering};
+    let mut model = common::load("open_clip_model.safetensors", "tokenizer.json");
+    let path = fixtures().join("images/gray16.png");
+    let decoded = decode(&std::fs::read(&path).unwrap(), &path).unwrap();
+    for (window, golden) in [
+        (None, "gray16_full_range.png"),
+        (
+            Some(Window::new(30000.0, 20000.0)),
+            "gray16_window_30000_20000.png",
+        ),
+    ] {
+        model.set_rendering(Rendering {
+            window,
+            high_bit_depth: HighBitDepth::FullRange,
+        });
+        let ours = model.preprocessor().to_rgb8(&decoded).unwrap();
+        let gold_path = fixtures().join("golden/dicom").join(golden);
+        let gold = decode(&std::fs::read(&gold_path).unwrap(), &gold_path)
+            .unwrap()
+            .to_image8();
+        let gray: Vec<u8> = ours.data.chunks_exact(3).map(|p| p[0]).collect();
+        assert_eq!(gray.len(), gold.data.len());
+        // NumPy rounds halves to even, we round them up: one level at most.
+        let max = gray
+            .iter()
+            .zip(&gold.data)
+            .map(|(a, b)| (*a as i32 - *b as i32).abs())
+            .max()
+            .unwrap();
+        assert!(
+            max <= MAX_LEVEL_DIFF,
+            "{golden}: max level difference {max}"
+        );
+    }
+    // The reference clamps at 255: almost everything is white.
+    model.set_rendering(Rendering::reference());
+    let clamped = model.preprocessor().to_rgb8(&decoded).unwrap();
+    let white = clamped.data.iter().filter(|&&v| v == 255).count();
+    assert!(white * 10 > clamped.data.len() * 9);
+}
