@@ -320,21 +320,29 @@ mod tests {
         (x, y)
     }
 
+    fn to_f64(x: &[Vec<f32>]) -> Vec<Vec<f64>> {
+        x.iter()
+            .map(|r| r.iter().map(|&v| v as f64).collect())
+            .collect()
+    }
+
+    /// The objective of the 3-class 2-D blobs with L2 weight `l2` (= 1 / C).
+    fn objective<'a>(x: &'a [Vec<f64>], y: &'a [usize], l2: f64) -> Objective<'a> {
+        Objective {
+            x,
+            y,
+            classes: 3,
+            dim: 2,
+            l2,
+        }
+    }
+
     #[test]
     fn the_fit_reaches_a_stationary_point() {
         let (x, y) = blobs();
         let m = LogisticRegression::fit(&x, &y, 3, 10.0);
-        let x64: Vec<Vec<f64>> = x
-            .iter()
-            .map(|r| r.iter().map(|&v| v as f64).collect())
-            .collect();
-        let f = Objective {
-            x: &x64,
-            y: &y,
-            classes: 3,
-            dim: 2,
-            l2: 0.1,
-        };
+        let x64 = to_f64(&x);
+        let f = objective(&x64, &y, 0.1);
         let mut g = vec![0.0; m.params.len()];
         f.eval(&m.params, &mut g);
         assert!(g.iter().all(|v| v.abs() < 1e-6), "{g:?}");
@@ -344,17 +352,8 @@ mod tests {
     #[test]
     fn the_gradient_matches_finite_differences() {
         let (x, y) = blobs();
-        let x64: Vec<Vec<f64>> = x
-            .iter()
-            .map(|r| r.iter().map(|&v| v as f64).collect())
-            .collect();
-        let f = Objective {
-            x: &x64,
-            y: &y,
-            classes: 3,
-            dim: 2,
-            l2: 0.5,
-        };
+        let x64 = to_f64(&x);
+        let f = objective(&x64, &y, 0.5);
         let p: Vec<f64> = (0..9).map(|i| (i as f64 * 0.7).sin()).collect();
         let mut g = vec![0.0; 9];
         f.eval(&p, &mut g);
