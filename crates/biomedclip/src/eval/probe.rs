@@ -123,18 +123,21 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// Limited-memory BFGS (Nocedal & Wright, Algorithm 7.4) with a backtracking Armijo line
-/// search; stops when the largest gradient entry is below 1e-8 times the sample count or
-/// after 10,000 iterations.
+/// search. Stops, as SciPy's L-BFGS-B does for scikit-learn but with tighter tolerances,
+/// when the largest entry of the per-sample gradient falls below 1e-7, when an iteration
+/// lowers the loss by less than 1e-12 of its value, or after 5,000 iterations.
 fn lbfgs(f: &Objective<'_>, mut p: Vec<f64>) -> Vec<f64> {
     const MEMORY: usize = 10;
+    const MAX_ITERATIONS: usize = 5_000;
+    const RELATIVE_DECREASE: f64 = 1e-12;
     let n = p.len();
-    let tol = 1e-8 * f.x.len().max(1) as f64;
+    let tol = 1e-7 * f.x.len().max(1) as f64;
     let mut g = vec![0.0; n];
     let mut loss = f.eval(&p, &mut g);
     let mut history: Vec<(Vec<f64>, Vec<f64>, f64)> = Vec::new();
     let mut trial = vec![0.0; n];
     let mut g_trial = vec![0.0; n];
-    for _ in 0..10_000 {
+    for _ in 0..MAX_ITERATIONS {
         if g.iter().fold(0.0f64, |m, v| m.max(v.abs())) < tol {
             break;
         }
@@ -188,14 +191,15 @@ fn lbfgs(f: &Objective<'_>, mut p: Vec<f64>) -> Vec<f64> {
                 }
                 std::mem::swap(&mut p, &mut trial);
                 std::mem::swap(&mut g, &mut g_trial);
+                let decrease = loss - l;
                 loss = l;
-                accepted = true;
+                accepted = decrease > RELATIVE_DECREASE * loss.abs().max(1.0);
                 break;
             }
             step *= 0.5;
         }
         if !accepted {
-            break; // no decrease representable in f64: converged as far as it can go
+            break; // no step lowers the loss appreciably: converged
         }
     }
     p
@@ -345,7 +349,7 @@ mod tests {
         let f = objective(&x64, &y, 0.1);
         let mut g = vec![0.0; m.params.len()];
         f.eval(&m.params, &mut g);
-        assert!(g.iter().all(|v| v.abs() < 1e-6), "{g:?}");
+        assert!(g.iter().all(|v| v.abs() < 1e-5), "{g:?}");
         assert_eq!(m.predict(&x), y);
     }
 
