@@ -346,7 +346,10 @@ pub fn parse() -> Result<Command> {
                 .collect();
             let images = image_options.expand(&images)?;
             if images.is_empty() {
-                bail!("no images found");
+                match &image_options.glob {
+                    Some(g) => bail!("no image files in the given directories match --glob {g:?}"),
+                    None => bail!("no image files in the given directories"),
+                }
             }
             Ok(Command::Classify(Classify {
                 common: common(m)?,
