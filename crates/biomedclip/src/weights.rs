@@ -26,7 +26,35 @@ enum Store {
         data_start: u64,
         infos: HashMap<String, TensorInfo>,
     },
-    Pickle(PthTensors),
+    Pickle {
+        pth: PthTensors,
+        file: Mutex<File>,
+        /// Zip entry name -> (offset of its data in the file, its length), for stored
+        /// (uncompressed) entries.
+        stored: HashMap<String, (u64, u64)>,
+    },
+}
+
+/// Where each tensor storage's bytes lie in a PyTorch zip, for the uncompressed ones.
+fn stored_entries(path: &Path, pth: &PthTensors) -> std::io::Result<HashMap<String, (u64, u64)>> {
+    let file = File::open(path)?;
+    let mut zip =
+        zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(std::io::Error::other)?;
+    let mut out = HashMap::new();
+    for info in pth.tensor_infos().values() {
+        if out.contains_key(&info.path) {
+            continue;
+        }
+        let entry = zip
+            .by_name_raw(info.path.as_bytes())
+            .map_err(std::io::Error::other)?;
+        if entry.compression() == zip::CompressionMethod::Stored {
+            if let Some(start) = entry.data_start() {
+                out.insert(info.path.clone(), (start, entry.size()));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Tensor names with their shapes.
@@ -135,7 +163,17 @@ impl Weights {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.layout.shape().dims().to_vec()))
                 .collect();
-            (Store::Pickle(pth), shapes)
+            // Without offsets every tensor goes through candle's reader: slower, same values.
+            let stored = stored_entries(path, &pth).unwrap_or_default();
+            let file = File::open(path).map_err(|e| Error::io(path, e))?;
+            (
+                Store::Pickle {
+                    pth,
+                    file: Mutex::new(file),
+                    stored,
+                },
+                shapes,
+            )
         };
         if stored.is_empty() {
             return Err(Error::Weights {
@@ -255,7 +293,41 @@ impl Weights {
                 to_f32(&bytes, info.dtype)
                     .ok_or_else(|| fail(format!("dtype {:?} is not a float type", info.dtype)))
             }
-            Store::Pickle(pth) => {
+            Store::Pickle {
+                pth,
+                file,
+                stored: entries,
+            } => {
+                let info = &pth.tensor_infos()[stored];
+                let size = info.dtype.size_in_bytes();
+                let dtype = match info.dtype {
+                    DType::F32 => Some(Dtype::F32),
+                    DType::F16 => Some(Dtype::F16),
+                    DType::BF16 => Some(Dtype::BF16),
+                    DType::F64 => Some(Dtype::F64),
+                    _ => None,
+                };
+                let n = info.layout.shape().elem_count();
+                let start = (info.layout.start_offset() * size) as u64;
+                let len = (n * size) as u64;
+                let direct = entries.get(&info.path).filter(|&&(_, entry_len)| {
+                    info.layout.is_contiguous() && start + len <= entry_len
+                });
+                if let (Some(dtype), Some(&(data, _))) = (dtype, direct) {
+                    if dtype == Dtype::F32 && cfg!(target_endian = "little") {
+                        let mut out = vec![0f32; n];
+                        // SAFETY: any byte pattern is a valid f32 and the lengths match.
+                        let bytes = unsafe {
+                            std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut u8, n * 4)
+                        };
+                        read_at(file, data + start, bytes).map_err(|e| fail(e.to_string()))?;
+                        return Ok(out);
+                    }
+                    let mut bytes = vec![0u8; len as usize];
+                    read_at(file, data + start, &mut bytes).map_err(|e| fail(e.to_string()))?;
+                    return to_f32(&bytes, dtype)
+                        .ok_or_else(|| fail(format!("dtype {dtype:?} is not a float type")));
+                }
                 let t = pth
                     .get(stored)
                     .map_err(|e| fail(e.to_string()))?
