@@ -133,12 +133,14 @@ impl Preprocessor {
             if self.rendering.high_bit_depth == HighBitDepth::FullRange {
                 let values: Vec<f64> = data.iter().map(|&v| v as f64).collect();
                 let gray = Decoded {
+                    width: img.width,
+                    height: img.height,
                     pixels: Pixels::Gray(to_gray8(
                         &values,
                         self.rendering.window,
                         WindowFunction::Linear,
                     )),
-                    ..img.clone()
+                    nearest: img.nearest,
                 };
                 return self.to_rgb8(&gray);
             }
