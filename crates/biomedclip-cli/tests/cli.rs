@@ -1,21 +1,13 @@
 //! The `biomedclip` binary on the committed tiny checkpoint.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::{fixtures, run};
 
 use serde_json::Value;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../biomedclip/tests/fixtures")
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_biomedclip"))
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap()
-}
 
 fn golden() -> Value {
     serde_json::from_str(&std::fs::read_to_string(fixtures().join("golden/golden.json")).unwrap())

@@ -2,8 +2,11 @@
 //! (goldens from `tools/reference/make_eval_fixtures.py`, computed on the reference's own
 //! embeddings of the same images).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::process::Output;
+
+use common::{fixtures, run};
 
 use serde_json::Value;
 
@@ -11,10 +14,6 @@ use serde_json::Value;
 const ACCURACY_TOL: f64 = 1e-6;
 /// The linear probe is solved by different optimisers; the issue allows 1e-3.
 const PROBE_TOL: f64 = 1e-3;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../biomedclip/tests/fixtures")
-}
 
 fn data(p: &str) -> String {
     fixtures()
@@ -27,14 +26,6 @@ fn data(p: &str) -> String {
 
 fn model() -> String {
     fixtures().join("tiny-model").to_str().unwrap().to_string()
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_biomedclip"))
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap()
 }
 
 fn json_of(out: &Output) -> Value {
