@@ -116,6 +116,17 @@ fn zero_shot_matches_clip_benchmark_and_uses_the_cache() {
     assert_eq!(second["cache"]["hits"], 48);
     assert_eq!(second["cache"]["encoded"], 0);
     assert_eq!(second["metrics"], r["metrics"]);
+    assert_eq!(second["precision"], "f32");
+
+    // int8 images are cached apart from f32 ones; the (f32) texts are shared. The fixtures'
+    // top-1 labels are the same in int8, so are the metrics that count them.
+    let mut int8_args = args.to_vec();
+    int8_args.extend(["--precision", "int8"]);
+    let int8 = json_of(&run(&int8_args));
+    assert_eq!(int8["precision"], "int8");
+    assert_eq!(int8["cache"]["encoded"], 36);
+    assert_eq!(int8["cache"]["hits"], 12);
+    assert_eq!(int8["metrics"]["confusion"], r["metrics"]["confusion"]);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Throughput of the engine on one model, printed as JSON lines for `tools/bench/bench.py`.
 //!
 //! ```text
-//! cargo run --release --example bench -- MODEL_DIR [--seconds S] [--batches 1,8,32] [--texts FILE]
+//! cargo run --release --example bench -- MODEL_DIR [--seconds S] [--batches 1,8,32] [--texts FILE] [--precision int8]
 //! ```
 //! Images are random normalised pixels (speed does not depend on values); texts are the model
 //! card's nine prompts and, with `--texts`, one caption per line of FILE.
@@ -43,6 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .ok_or("usage: bench MODEL_DIR [--seconds S] [--batches 1,8,32] [--texts FILE]")?,
     );
     let (mut seconds, mut batches, mut texts_file) = (8.0, vec![1usize, 8, 32], None);
+    let mut precision = biomedclip::Precision::F32;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--seconds" => seconds = args.next().ok_or("--seconds S")?.parse()?,
@@ -54,11 +55,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .map(|s| s.parse())
                     .collect::<Result<_, _>>()?
             }
+            "--precision" => precision = args.next().ok_or("--precision P")?.parse()?,
             "--texts" => texts_file = Some(PathBuf::from(args.next().ok_or("--texts FILE")?)),
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
-    let model = BiomedClip::load(&ModelSource::Local(dir), &Device::Cpu)?;
+    let mut model = BiomedClip::load(&ModelSource::Local(dir), &Device::Cpu)?;
+    model.set_precision(precision)?;
     let s = model.preprocessor().size();
     let mut seed = 1u32;
     let mut noise = || {

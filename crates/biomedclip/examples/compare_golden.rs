@@ -3,7 +3,7 @@
 //! the parity figures.
 //!
 //! ```text
-//! cargo run --release --example compare_golden -- /tmp/biomedclip-full [IMAGES_DIR]
+//! cargo run --release --example compare_golden -- /tmp/biomedclip-full [IMAGES_DIR] [--precision int8]
 //! ```
 
 use std::path::PathBuf;
@@ -34,11 +34,21 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+fn argmax(v: &[f32]) -> usize {
+    (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b })
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut precision = biomedclip::Precision::F32;
+    if let Some(i) = args.iter().position(|a| a == "--precision") {
+        precision = args.get(i + 1).ok_or("--precision f32|int8")?.parse()?;
+        args.drain(i..i + 2);
+    }
+    let mut args = args.into_iter();
     let dir = PathBuf::from(
         args.next()
-            .ok_or("usage: compare_golden MODEL_DIR [IMAGES_DIR]")?,
+            .ok_or("usage: compare_golden MODEL_DIR [IMAGES_DIR] [--precision P]")?,
     );
     let images = args
         .next()
@@ -56,6 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut model = BiomedClip::load(&ModelSource::Local(dir.clone()), &Device::Cpu)?;
     // The goldens are the reference's pixels, 16-bit clamp included.
     model.set_rendering(biomedclip::render::Rendering::reference());
+    model.set_precision(precision)?;
     println!(
         "loaded {} in {:.2} s: {:?}",
         dir.display(),
@@ -99,6 +110,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let label_emb = model.encode_texts(&labels)?;
     let (mut worst_cos, mut worst_abs, mut worst_p, mut px_same, mut px_total, mut px_max) =
         (1.0f64, 0.0f32, 0.0f32, 0usize, 0usize, 0i32);
+    let mut same_top1 = 0;
     let entries = golden["images"].as_array().unwrap();
     let paths: Vec<PathBuf> = entries
         .iter()
@@ -125,13 +137,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         worst_cos = worst_cos.min(cosine(&emb, &floats(&e["embedding"])));
         worst_abs = worst_abs.max(max_abs(&emb, &floats(&e["embedding"])));
         let probs = model.probabilities(&emb, &label_emb);
-        worst_p = worst_p.max(max_abs(&probs, &floats(&e["probabilities"])));
+        let want = floats(&e["probabilities"]);
+        worst_p = worst_p.max(max_abs(&probs, &want));
+        same_top1 += (argmax(&probs) == argmax(&want)) as usize;
     }
     println!(
         "images: {} files, pixels {:.4}% identical (max diff {px_max}); embeddings worst cosine {worst_cos:.8}, \
-         max abs diff {worst_abs:.2e}; probabilities max abs diff {worst_p:.2e}; encoded in {secs:.2} s",
+         max abs diff {worst_abs:.2e}; probabilities max abs diff {worst_p:.2e}, same top-1 {same_top1}/{}; \
+         encoded in {secs:.2} s",
         entries.len(),
-        100.0 * px_same as f64 / px_total as f64
+        100.0 * px_same as f64 / px_total as f64,
+        entries.len(),
     );
     Ok(())
 }

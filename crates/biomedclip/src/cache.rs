@@ -5,7 +5,8 @@
 //! little-endian f32. The model fingerprint hashes (BLAKE3) the config and the weights file;
 //! it is remembered per weights path, size and modification time in `<root>/models.json` so
 //! the weights are hashed once. Image keys hash the file's bytes, the DICOM frame and the
-//! rendering options; text keys hash the text.
+//! rendering options and the image tower's precision; text keys hash the text (the text tower
+//! is `f32` at every precision).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -15,14 +16,15 @@ use std::time::UNIX_EPOCH;
 use crate::error::{Error, Result};
 use crate::hub::ModelFiles;
 use crate::input::split_frame;
-use crate::model::BiomedClip;
+use crate::model::{BiomedClip, Precision};
 
 /// An on-disk embedding store for one model.
 #[derive(Debug, Clone)]
 pub struct EmbeddingCache {
     dir: PathBuf,
     dim: usize,
-    rendering: String,
+    /// Rendering options and image precision, hashed into image keys.
+    image_tag: String,
 }
 
 /// The default cache root: `$BIOMEDCLIP_CACHE`, else `$XDG_CACHE_HOME/biomedclip`, else
@@ -48,7 +50,14 @@ impl EmbeddingCache {
         Ok(EmbeddingCache {
             dir,
             dim: model.embed_dim(),
-            rendering: model.preprocessor().rendering().cache_tag(),
+            image_tag: match model.precision() {
+                Precision::F32 => model.preprocessor().rendering().cache_tag(),
+                p => format!(
+                    "{}|{}",
+                    model.preprocessor().rendering().cache_tag(),
+                    p.name()
+                ),
+            },
         })
     }
 
@@ -63,7 +72,7 @@ impl EmbeddingCache {
         let (file, frame) = split_frame(path);
         let mut hasher = blake3::Hasher::new();
         hasher.update(b"image\0");
-        hasher.update(self.rendering.as_bytes());
+        hasher.update(self.image_tag.as_bytes());
         hasher.update(format!("\0frame={frame:?}\0").as_bytes());
         let mut f = std::fs::File::open(&file).map_err(|e| Error::io(&file, e))?;
         let mut buf = vec![0u8; 1 << 16];

@@ -43,4 +43,4 @@ pub mod weights;
 pub use candle_core::Device;
 pub use error::{Error, Result};
 pub use hub::{ModelFiles, ModelSource, DEFAULT_REPO};
-pub use model::{Backend, BiomedClip};
+pub use model::{Backend, BiomedClip, Precision};

@@ -135,6 +135,7 @@ pub fn run(args: Eval) -> Result<ExitCode> {
         Task::LinearProbe { .. } => tasks::probe(&mut session, &args, glob)?,
     };
     result["model"] = json!(args.common.model.to_string());
+    result["precision"] = json!(args.common.precision.name());
     result["failed"] = json!(session
         .failed
         .iter()

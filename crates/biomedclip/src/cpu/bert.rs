@@ -59,12 +59,7 @@ impl Bert {
                     bias.extend_from_slice(part.bias.as_deref().unwrap_or(&[]));
                 }
                 Ok(Layer {
-                    qkv: Linear {
-                        weight,
-                        bias: Some(bias),
-                        in_dim: h,
-                        out_dim: 3 * h,
-                    },
+                    qkv: Linear::new(weight, Some(bias), h, 3 * h),
                     attn_out: linear(w, &format!("{p}.attention.output.dense"), h, h, true)?,
                     attn_norm: norm(w, &format!("{p}.attention.output.LayerNorm"), h, d.eps)?,
                     intermediate: linear(

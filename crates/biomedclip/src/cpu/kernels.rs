@@ -8,6 +8,8 @@
 //! approximations that the compiler vectorises (AVX2+FMA when the CPU has it).
 
 use gemm::Parallelism;
+
+use super::int8::Int8Weight;
 use rayon::prelude::*;
 
 /// Threads used by the matrix products and the parallel loops.
@@ -190,7 +192,7 @@ pub unsafe fn matmul(
 
 /// `nn.Linear` weights: `weight` is `[out, in]` row-major as stored by PyTorch.
 pub struct Linear {
-    /// `[out_dim, in_dim]`.
+    /// `[out_dim, in_dim]` (empty once quantized).
     pub weight: Vec<f32>,
     /// `[out_dim]`.
     pub bias: Option<Vec<f32>>,
@@ -198,6 +200,8 @@ pub struct Linear {
     pub in_dim: usize,
     /// Output features.
     pub out_dim: usize,
+    /// The int8 form that replaces `weight` after [`Linear::quantize`].
+    pub int8: Option<Int8Weight>,
 }
 
 /// What to do with the destination's previous contents.
@@ -212,8 +216,35 @@ pub enum Epilogue {
 }
 
 impl Linear {
+    /// A float layer from a `[out_dim, in_dim]` weight and an optional `[out_dim]` bias.
+    pub fn new(weight: Vec<f32>, bias: Option<Vec<f32>>, in_dim: usize, out_dim: usize) -> Self {
+        debug_assert_eq!(weight.len(), in_dim * out_dim);
+        Linear {
+            weight,
+            bias,
+            in_dim,
+            out_dim,
+            int8: None,
+        }
+    }
+
+    /// Replaces the float weight by its int8 form ([`Int8Weight`]); later products run in int8.
+    pub fn quantize(&mut self) {
+        if self.int8.is_none() {
+            self.int8 = Some(Int8Weight::quantize(
+                &self.weight,
+                self.out_dim,
+                self.in_dim,
+            ));
+            self.weight = Vec::new();
+        }
+    }
+
     /// Applies the layer to `rows` rows of `x` (`[rows, in_dim]`) into `out` (`[rows, out_dim]`).
     pub fn forward(&self, x: &[f32], rows: usize, out: &mut [f32], epilogue: Epilogue) {
+        if let Some(q) = &self.int8 {
+            return q.forward(x, rows, self.bias.as_deref(), out, epilogue);
+        }
         let (k, n) = (self.in_dim, self.out_dim);
         debug_assert!(x.len() >= rows * k && out.len() >= rows * n);
         let out = &mut out[..rows * n];

@@ -3,6 +3,7 @@
 //! candle towers ([`crate::vision`], [`crate::text`]), which serve other devices.
 
 pub mod bert;
+pub mod int8;
 pub mod kernels;
 pub mod vit;
 
@@ -17,16 +18,16 @@ pub(crate) fn linear(
     out_dim: usize,
     bias: bool,
 ) -> Result<Linear> {
-    Ok(Linear {
-        weight: w.get_vec(&format!("{prefix}.weight"), &[out_dim, in_dim])?,
-        bias: if bias {
+    Ok(Linear::new(
+        w.get_vec(&format!("{prefix}.weight"), &[out_dim, in_dim])?,
+        if bias {
             Some(w.get_vec(&format!("{prefix}.bias"), &[out_dim])?)
         } else {
             None
         },
         in_dim,
         out_dim,
-    })
+    ))
 }
 
 /// LayerNorm parameters.

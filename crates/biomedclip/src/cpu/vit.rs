@@ -32,12 +32,12 @@ impl Vit {
         let t = "visual.trunk";
         let (c, p) = (d.width, d.patch);
         let grid = d.image_size / p;
-        let patch = Linear {
-            weight: w.get_vec(&format!("{t}.patch_embed.proj.weight"), &[c, 3, p, p])?,
-            bias: Some(w.get_vec(&format!("{t}.patch_embed.proj.bias"), &[c])?),
-            in_dim: 3 * p * p,
-            out_dim: c,
-        };
+        let patch = Linear::new(
+            w.get_vec(&format!("{t}.patch_embed.proj.weight"), &[c, 3, p, p])?,
+            Some(w.get_vec(&format!("{t}.patch_embed.proj.bias"), &[c])?),
+            3 * p * p,
+            c,
+        );
         let blocks = (0..d.depth)
             .map(|i| {
                 let b = format!("{t}.blocks.{i}");
@@ -63,6 +63,16 @@ impl Vit {
             },
             dims: d.clone(),
         })
+    }
+
+    /// Moves the transformer blocks' linear layers to int8 ([`super::int8`]); the patch
+    /// embedding and the projection head stay `f32` (about 1% of the work).
+    pub fn quantize(&mut self) {
+        for b in &mut self.blocks {
+            for l in [&mut b.qkv, &mut b.proj, &mut b.fc1, &mut b.fc2] {
+                l.quantize();
+            }
+        }
     }
 
     /// Output width (the joint embedding dimension, or the trunk width without a head).

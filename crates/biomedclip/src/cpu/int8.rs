@@ -1,0 +1,523 @@
+//! Int8 linear layers for `--precision int8`: weights quantized once per output channel,
+//! activations quantized per row (token) on the fly, products accumulated exactly in `i32`.
+//!
+//! Written by hand because neither `gemm` nor candle has an integer product. On x86-64 with
+//! AVX2 the inner loop is `vpmaddubsw` (unsigned activation bytes times signed weight bytes,
+//! adjacent pairs summed to `i16`) then `vpmaddwd` against ones (pairs of `i16` to `i32`):
+//! 32 multiply-adds per instruction pair against 8 for an `f32` FMA. A portable loop computes
+//! the same integers elsewhere.
+//!
+//! Ranges: weights use `-127..=127`; activations use `0..=127` (asymmetric, with a zero point,
+//! so skewed rows such as GELU outputs keep their resolution), so that a pair sum
+//! `2 * 127 * 127 = 32258` never saturates `vpmaddubsw`'s `i16`: both paths give identical
+//! integers. (Of the two ways to stay below `i16::MAX`, 8-bit activations with 7-bit weights
+//! measured worse: on the full-size ViT-B/16 the worst image-embedding cosine to `f32` was
+//! 0.99919 against 0.99958 for this split.) Dequantisation: `x ~ sa * (qa - za)`, `w ~ sw * qw`, so
+//! `x . w ~ sa * sw * (qa . qw - za * sum(qw))`, with `sum(qw)` precomputed per channel.
+
+use rayon::prelude::*;
+
+use super::kernels::{gelu_serial, threads, Epilogue};
+
+/// Largest weight magnitude after quantization.
+pub const WEIGHT_MAX: i32 = 127;
+/// Largest activation level (levels run from 0).
+pub const ACTIVATION_MAX: i32 = 127;
+const _: () = assert!(2 * WEIGHT_MAX * ACTIVATION_MAX <= i16::MAX as i32);
+
+/// Output columns per packed weight panel (two AVX2 registers of `i32`).
+const NR: usize = 16;
+/// Rows per micro-kernel tile.
+const MR: usize = 4;
+/// Products of 4 consecutive inputs are summed per lane, so the input dimension is padded to 4.
+const KU: usize = 4;
+
+/// A `[out, in]` weight quantized to `i8` per output channel and packed in panels of
+/// [`NR`] channels: panel `p`, input group `g` (4 inputs), channel `c`, input `t` at
+/// `((p * groups + g) * NR + c) * 4 + t`.
+pub struct Int8Weight {
+    packed: Vec<i8>,
+    /// Per-channel scale (padded channels: 0).
+    scales: Vec<f32>,
+    /// Per-channel sum of the quantized weights (for the activation zero point).
+    sums: Vec<i32>,
+    in_dim: usize,
+    out_dim: usize,
+}
+
+fn padded(n: usize, to: usize) -> usize {
+    n.div_ceil(to) * to
+}
+
+impl Int8Weight {
+    /// Quantizes a row-major `[out_dim, in_dim]` weight.
+    pub fn quantize(weight: &[f32], out_dim: usize, in_dim: usize) -> Int8Weight {
+        assert_eq!(weight.len(), out_dim * in_dim, "weight shape");
+        let (kp, np) = (padded(in_dim, KU), padded(out_dim, NR));
+        let groups = kp / KU;
+        let mut packed = vec![0i8; np * kp];
+        let mut scales = vec![0f32; np];
+        let mut sums = vec![0i32; np];
+        for (c, row) in weight.chunks_exact(in_dim).enumerate() {
+            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let scale = if max > 0.0 {
+                max / WEIGHT_MAX as f32
+            } else {
+                1.0
+            };
+            scales[c] = scale;
+            let (p, cc) = (c / NR, c % NR);
+            for (k, &v) in row.iter().enumerate() {
+                let q = (v / scale)
+                    .round()
+                    .clamp(-WEIGHT_MAX as f32, WEIGHT_MAX as f32) as i8;
+                sums[c] += q as i32;
+                let (g, t) = (k / KU, k % KU);
+                packed[((p * groups + g) * NR + cc) * KU + t] = q;
+            }
+        }
+        Int8Weight {
+            packed,
+            scales,
+            sums,
+            in_dim,
+            out_dim,
+        }
+    }
+
+    /// Bytes held by the quantized weight.
+    pub fn bytes(&self) -> usize {
+        self.packed.len() + 8 * self.scales.len()
+    }
+
+    /// `out[rows, out_dim] (epilogue) x[rows, in_dim] . W^T + bias`, like
+    /// [`super::kernels::Linear::forward`].
+    pub fn forward(
+        &self,
+        x: &[f32],
+        rows: usize,
+        bias: Option<&[f32]>,
+        out: &mut [f32],
+        epilogue: Epilogue,
+    ) {
+        let (k, n) = (self.in_dim, self.out_dim);
+        assert!(x.len() >= rows * k && out.len() >= rows * n, "buffer sizes");
+        let kp = padded(k, KU);
+        let acts = QuantizedRows::new(&x[..rows * k], rows, k, kp);
+        // Tasks: blocks of rows whose activation bytes stay in L2, times groups of panels.
+        let row_block = ((160 * 1024 / kp) / MR * MR).clamp(MR, 256);
+        let panels = padded(n, NR) / NR;
+        let row_blocks = rows.div_ceil(row_block);
+        let wanted = 8 * threads();
+        let panel_block = if row_blocks >= wanted {
+            panels
+        } else {
+            panels.div_ceil(wanted.div_ceil(row_blocks)).max(1)
+        };
+        let panel_blocks = panels.div_ceil(panel_block);
+        let dst = SharedOut(out.as_mut_ptr());
+        let kernel = Kernel::detect();
+        (0..row_blocks * panel_blocks)
+            .into_par_iter()
+            .for_each(|task| {
+                let (rb, pb) = (task / panel_blocks, task % panel_blocks);
+                let r0 = rb * row_block;
+                let r1 = (r0 + row_block).min(rows);
+                let p0 = pb * panel_block;
+                let p1 = (p0 + panel_block).min(panels);
+                for p in p0..p1 {
+                    let mut r = r0;
+                    while r < r1 {
+                        let m = (r1 - r).min(MR);
+                        // SAFETY: tasks cover disjoint (row, column) ranges of `out`, which
+                        // outlives the parallel loop.
+                        unsafe { kernel.tile_store(&acts, r, m, self, p, bias, &dst, epilogue) };
+                        r += m;
+                    }
+                }
+            });
+    }
+
+    /// Dequantises a tile of `i32` sums into `out` rows `r..`, columns of panel `p`.
+    ///
+    /// # Safety
+    /// `dst` must address `[rows, out_dim]` floats that no other thread touches in this tile.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn store(
+        &self,
+        acc: &[[i32; NR]],
+        acts: &QuantizedRows,
+        r: usize,
+        p: usize,
+        bias: Option<&[f32]>,
+        dst: &SharedOut,
+        epilogue: Epilogue,
+    ) {
+        let n = self.out_dim;
+        let c0 = p * NR;
+        let width = (n - c0).min(NR);
+        for (i, sums) in acc.iter().enumerate() {
+            let row = r + i;
+            let (sa, za) = (acts.scales[row], acts.zero_points[row]);
+            let mut vals = [0f32; NR];
+            for (j, v) in vals.iter_mut().enumerate().take(width) {
+                let c = c0 + j;
+                let exact = sums[j] - za * self.sums[c];
+                *v = sa * self.scales[c] * exact as f32 + bias.map_or(0.0, |b| b[c]);
+            }
+            let out = std::slice::from_raw_parts_mut(dst.0.add(row * n + c0), width);
+            match epilogue {
+                Epilogue::Overwrite => out.copy_from_slice(&vals[..width]),
+                Epilogue::Accumulate => {
+                    for (o, v) in out.iter_mut().zip(&vals) {
+                        *o += v;
+                    }
+                }
+                Epilogue::Gelu => {
+                    gelu_serial(&mut vals[..width]);
+                    out.copy_from_slice(&vals[..width]);
+                }
+            }
+        }
+    }
+}
+
+/// The destination of a parallel product; tasks write disjoint elements.
+struct SharedOut(*mut f32);
+// SAFETY: every task writes its own (row, column) range only.
+unsafe impl Sync for SharedOut {}
+
+/// Rows of activations quantized to `u8` with a per-row scale and zero point.
+struct QuantizedRows {
+    /// `[rows, padded in]`, padding zero.
+    data: Vec<u8>,
+    scales: Vec<f32>,
+    zero_points: Vec<i32>,
+    stride: usize,
+}
+
+impl QuantizedRows {
+    fn new(x: &[f32], rows: usize, k: usize, kp: usize) -> QuantizedRows {
+        let mut data = vec![0u8; rows * kp];
+        let mut params = vec![(0f32, 0i32); rows];
+        data.par_chunks_mut(kp)
+            .zip(x.par_chunks(k))
+            .zip(params.par_iter_mut())
+            .with_min_len(16)
+            .for_each(|((q, row), param)| *param = quantize_row(row, &mut q[..k]));
+        let (scales, zero_points) = params.into_iter().unzip();
+        QuantizedRows {
+            data,
+            scales,
+            zero_points,
+            stride: kp,
+        }
+    }
+}
+
+/// Asymmetric quantization of one row to `0..=ACTIVATION_MAX`: returns (scale, zero point).
+fn quantize_row(row: &[f32], q: &mut [u8]) -> (f32, i32) {
+    let (lo, hi) = row
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    // The range always holds 0 so that the zero point is a level.
+    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+    let levels = ACTIVATION_MAX as f32;
+    let scale = if hi > lo { (hi - lo) / levels } else { 1.0 };
+    let zero = (-lo / scale).round().clamp(0.0, levels);
+    let inv = 1.0 / scale;
+    // Values are >= -0.5 after the shift, so adding 0.5 and truncating rounds to nearest
+    // (halves up) without a call per element; this loop vectorises.
+    let shift = zero + 0.5;
+    for (d, &v) in q.iter_mut().zip(row) {
+        *d = (v * inv + shift).clamp(0.0, levels) as u8;
+    }
+    (scale, zero as i32)
+}
+
+/// The integer product kernel chosen for this CPU.
+#[derive(Clone, Copy)]
+enum Kernel {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Kernel {
+    fn detect() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && !portable_forced() {
+            return Kernel::Avx2;
+        }
+        Kernel::Portable
+    }
+
+    /// `i32` sums of rows `r..r + m` (m <= MR) against panel `p`.
+    fn tile(
+        self,
+        acts: &QuantizedRows,
+        r: usize,
+        m: usize,
+        w: &Int8Weight,
+        p: usize,
+    ) -> [[i32; NR]; MR] {
+        let kp = acts.stride;
+        let groups = kp / KU;
+        let a = &acts.data[r * kp..(r + m) * kp];
+        let b = &w.packed[p * groups * NR * KU..(p + 1) * groups * NR * KU];
+        match self {
+            Kernel::Portable => tile_portable(a, kp, m, b),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX2 was detected; `a` holds m rows of kp bytes and `b` one panel.
+            Kernel::Avx2 => unsafe {
+                match m {
+                    4 => avx2::tile::<4>(a, kp, b),
+                    3 => avx2::tile::<3>(a, kp, b),
+                    2 => avx2::tile::<2>(a, kp, b),
+                    _ => avx2::tile::<1>(a, kp, b),
+                }
+            },
+        }
+    }
+}
+
+impl Kernel {
+    /// Rows `r..r + m` (m <= MR) against panel `p`, dequantised into `dst` by `epilogue`.
+    ///
+    /// # Safety
+    /// As [`Int8Weight::store`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_store(
+        self,
+        acts: &QuantizedRows,
+        r: usize,
+        m: usize,
+        w: &Int8Weight,
+        p: usize,
+        bias: Option<&[f32]>,
+        dst: &SharedOut,
+        epilogue: Epilogue,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if let Kernel::Avx2 = self {
+            let c0 = p * NR;
+            if c0 + NR <= w.out_dim {
+                let kp = acts.stride;
+                let groups = kp / KU;
+                let a = &acts.data[r * kp..(r + m) * kp];
+                let b = &w.packed[p * groups * NR * KU..(p + 1) * groups * NR * KU];
+                let tile = avx2::Tile {
+                    act_scales: &acts.scales[r..r + m],
+                    act_zeros: &acts.zero_points[r..r + m],
+                    scales: &w.scales[c0..c0 + NR],
+                    sums: &w.sums[c0..c0 + NR],
+                    bias: bias.map(|b| &b[c0..c0 + NR]),
+                    out: dst.0.add(r * w.out_dim + c0),
+                    out_stride: w.out_dim,
+                    epilogue,
+                };
+                match m {
+                    4 => avx2::tile_store::<4>(a, kp, b, &tile),
+                    3 => avx2::tile_store::<3>(a, kp, b, &tile),
+                    2 => avx2::tile_store::<2>(a, kp, b, &tile),
+                    _ => avx2::tile_store::<1>(a, kp, b, &tile),
+                }
+                return;
+            }
+        }
+        let acc = self.tile(acts, r, m, w, p);
+        w.store(&acc[..m], acts, r, p, bias, dst, epilogue);
+    }
+}
+
+/// `BIOMEDCLIP_INT8_KERNEL=portable` selects the portable loop (for testing the two agree).
+fn portable_forced() -> bool {
+    std::env::var("BIOMEDCLIP_INT8_KERNEL").is_ok_and(|v| v == "portable")
+}
+
+fn tile_portable(a: &[u8], kp: usize, m: usize, b: &[i8]) -> [[i32; NR]; MR] {
+    let mut acc = [[0i32; NR]; MR];
+    for (i, row) in a.chunks_exact(kp).take(m).enumerate() {
+        for (group, wg) in row.chunks_exact(KU).zip(b.chunks_exact(NR * KU)) {
+            for (c, wc) in wg.chunks_exact(KU).enumerate() {
+                acc[i][c] += group
+                    .iter()
+                    .zip(wc)
+                    .map(|(&x, &w)| x as i32 * w as i32)
+                    .sum::<i32>();
+            }
+        }
+    }
+    acc
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Epilogue, KU, MR, NR};
+    use crate::cpu::kernels::gelu_serial;
+    use std::arch::x86_64::*;
+
+    /// `i32` sums of `R` rows of `a` (stride `kp`) against one packed panel `b`, two
+    /// registers of 8 channels per row.
+    #[inline(always)]
+    unsafe fn sums<const R: usize>(a: &[u8], kp: usize, b: &[i8]) -> [[__m256i; 2]; R] {
+        debug_assert!(a.len() >= R * kp && b.len() == kp / KU * NR * KU);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [[_mm256_setzero_si256(); 2]; R];
+        let (ap, bp) = (a.as_ptr(), b.as_ptr());
+        for g in 0..kp / KU {
+            let w0 = _mm256_loadu_si256(bp.add(g * NR * KU) as *const __m256i);
+            let w1 = _mm256_loadu_si256(bp.add(g * NR * KU + 32) as *const __m256i);
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let x = (ap.add(i * kp + g * KU) as *const i32).read_unaligned();
+                let x = _mm256_set1_epi32(x);
+                let s0 = _mm256_madd_epi16(_mm256_maddubs_epi16(x, w0), ones);
+                let s1 = _mm256_madd_epi16(_mm256_maddubs_epi16(x, w1), ones);
+                acc[0] = _mm256_add_epi32(acc[0], s0);
+                acc[1] = _mm256_add_epi32(acc[1], s1);
+            }
+        }
+        acc
+    }
+
+    /// `R` rows of `a` (stride `kp`) times one packed panel `b`, as plain integers.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn tile<const R: usize>(a: &[u8], kp: usize, b: &[i8]) -> [[i32; NR]; MR] {
+        let acc = sums::<R>(a, kp, b);
+        let mut out = [[0i32; NR]; MR];
+        for (o, acc) in out.iter_mut().zip(&acc) {
+            _mm256_storeu_si256(o.as_mut_ptr() as *mut __m256i, acc[0]);
+            _mm256_storeu_si256(o.as_mut_ptr().add(8) as *mut __m256i, acc[1]);
+        }
+        out
+    }
+
+    /// Where and how a tile of sums is dequantised: rows of `act_*`, the panel's 16
+    /// channels of the rest, `out` at the tile's first element.
+    pub struct Tile<'a> {
+        pub act_scales: &'a [f32],
+        pub act_zeros: &'a [i32],
+        pub scales: &'a [f32],
+        pub sums: &'a [i32],
+        pub bias: Option<&'a [f32]>,
+        pub out: *mut f32,
+        pub out_stride: usize,
+        pub epilogue: Epilogue,
+    }
+
+    /// [`tile`] with the dequantisation, bias and epilogue applied in registers.
+    ///
+    /// # Safety
+    /// `t.out` must be valid for `R` rows of 16 floats at stride `t.out_stride`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tile_store<const R: usize>(a: &[u8], kp: usize, b: &[i8], t: &Tile) {
+        let acc = sums::<R>(a, kp, b);
+        let scales = [
+            _mm256_loadu_ps(t.scales.as_ptr()),
+            _mm256_loadu_ps(t.scales.as_ptr().add(8)),
+        ];
+        let sums = [
+            _mm256_loadu_si256(t.sums.as_ptr() as *const __m256i),
+            _mm256_loadu_si256(t.sums.as_ptr().add(8) as *const __m256i),
+        ];
+        let bias = match t.bias {
+            Some(b) => [
+                _mm256_loadu_ps(b.as_ptr()),
+                _mm256_loadu_ps(b.as_ptr().add(8)),
+            ],
+            None => [_mm256_setzero_ps(); 2],
+        };
+        for (i, acc) in acc.iter().enumerate() {
+            let out = t.out.add(i * t.out_stride);
+            let za = _mm256_set1_epi32(t.act_zeros[i]);
+            let sa = _mm256_set1_ps(t.act_scales[i]);
+            for h in 0..2 {
+                let exact = _mm256_sub_epi32(acc[h], _mm256_mullo_epi32(za, sums[h]));
+                let scale = _mm256_mul_ps(sa, scales[h]);
+                let mut v = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(exact), bias[h]);
+                if t.epilogue == Epilogue::Accumulate {
+                    v = _mm256_add_ps(v, _mm256_loadu_ps(out.add(8 * h)));
+                }
+                _mm256_storeu_ps(out.add(8 * h), v);
+            }
+            if t.epilogue == Epilogue::Gelu {
+                gelu_serial(std::slice::from_raw_parts_mut(out, NR));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    fn reference(x: &[f32], w: &[f32], bias: &[f32], rows: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut out = vec![0f32; rows * n];
+        for r in 0..rows {
+            for c in 0..n {
+                let dot: f64 = (0..k)
+                    .map(|i| x[r * k + i] as f64 * w[c * k + i] as f64)
+                    .sum();
+                out[r * n + c] = dot as f32 + bias[c];
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn int8_product_is_close_and_kernels_agree() {
+        // Odd sizes exercise the padded inputs, channels and rows.
+        let (rows, k, n) = (37, 75, 41);
+        let mut seed = 7;
+        let x: Vec<f32> = (0..rows * k).map(|_| lcg(&mut seed) * 3.0 + 0.5).collect();
+        let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut seed) * 0.2).collect();
+        let bias: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
+        let q = Int8Weight::quantize(&w, n, k);
+        let mut out = vec![0f32; rows * n];
+        q.forward(&x, rows, Some(&bias), &mut out, Epilogue::Overwrite);
+        let want = reference(&x, &w, &bias, rows, k, n);
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = out
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(err < 0.02 * scale, "max error {err} against scale {scale}");
+
+        let acts = QuantizedRows::new(&x, rows, k, padded(k, KU));
+        for p in 0..padded(n, NR) / NR {
+            for r in (0..rows).step_by(MR) {
+                let m = (rows - r).min(MR);
+                let portable = Kernel::Portable.tile(&acts, r, m, &q, p);
+                let detected = Kernel::detect().tile(&acts, r, m, &q, p);
+                assert_eq!(portable[..m], detected[..m], "panel {p}, rows {r}..");
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_levels_do_not_saturate() {
+        // Every activation and weight at its largest level: the pair sums are at their largest.
+        let k = 64;
+        let x = vec![1.0f32; k];
+        let w: Vec<f32> = (0..NR * k)
+            .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        let q = Int8Weight::quantize(&w, NR, k);
+        let acts = QuantizedRows::new(&x, 1, k, k);
+        assert_eq!(acts.data[0], ACTIVATION_MAX as u8);
+        let all_positive = Int8Weight::quantize(&vec![1.0f32; NR * k], NR, k);
+        let got = Kernel::detect().tile(&acts, 0, 1, &all_positive, 0);
+        assert_eq!(got[0], [ACTIVATION_MAX * WEIGHT_MAX * k as i32; NR]);
+        let got = Kernel::detect().tile(&acts, 0, 1, &q, 0);
+        assert_eq!(got[0], Kernel::Portable.tile(&acts, 0, 1, &q, 0)[0]);
+    }
+}

@@ -1,0 +1,88 @@
+//! `Precision::Int8` against `f32` on the committed fixtures: every image embedding within
+//! cosine 0.999 of `f32` and every zero-shot top-1 label unchanged, with texts untouched.
+
+mod common;
+
+use biomedclip::Precision;
+use common::{cosine, fixtures, golden, load, prompts};
+
+fn argmax(v: &[f32]) -> usize {
+    (0..v.len()).fold(0, |best, i| if v[i] > v[best] { i } else { best })
+}
+
+/// The golden images and the evaluation dataset's images.
+fn image_paths() -> Vec<std::path::PathBuf> {
+    let g = golden();
+    let mut paths: Vec<_> = g["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| fixtures().join("images").join(e["file"].as_str().unwrap()))
+        .collect();
+    let dataset = fixtures().join("dataset/images");
+    for class in std::fs::read_dir(&dataset).unwrap() {
+        for file in std::fs::read_dir(class.unwrap().path()).unwrap() {
+            let path = file.unwrap().path();
+            if biomedclip::input::looks_like_image(&path) {
+                paths.push(path);
+            }
+        }
+    }
+    paths.sort();
+    paths
+}
+
+#[test]
+fn int8_embeddings_and_labels_match_f32() {
+    let g = golden();
+    let exact = load("open_clip_model.safetensors", "tokenizer.json");
+    let mut int8 = load("open_clip_model.safetensors", "tokenizer.json");
+    int8.set_precision(Precision::Int8).unwrap();
+    assert_eq!(int8.precision(), Precision::Int8);
+
+    let labels = prompts(&g);
+    let text = exact.encode_texts(&labels).unwrap();
+    assert_eq!(int8.encode_texts(&labels).unwrap(), text, "texts stay f32");
+
+    let paths = image_paths();
+    assert!(paths.len() >= 50, "{} images", paths.len());
+    let want = exact.encode_image_files(&paths);
+    let got = int8.encode_image_files(&paths);
+    let mut worst = 1.0f64;
+    for ((path, w), o) in paths.iter().zip(want).zip(got) {
+        let (w, o) = (w.unwrap(), o.unwrap());
+        let cos = cosine(&w, &o);
+        worst = worst.min(cos);
+        assert!(cos >= 0.999, "{}: cosine {cos:.6}", path.display());
+        let (pw, po) = (
+            exact.probabilities(&w, &text),
+            int8.probabilities(&o, &text),
+        );
+        assert_eq!(argmax(&pw), argmax(&po), "{}: top-1 label", path.display());
+        // Not bit-identical: int8 really is in use.
+        assert_ne!(w, o, "{}", path.display());
+    }
+    eprintln!("{} images, worst cosine {worst:.6}", paths.len());
+}
+
+#[test]
+fn int8_is_refused_after_the_fact_and_on_candle() {
+    let mut int8 = load("open_clip_model.safetensors", "tokenizer.json");
+    int8.set_precision(Precision::Int8).unwrap();
+    let err = int8.set_precision(Precision::F32).unwrap_err().to_string();
+    assert!(err.contains("load it again"), "{err}");
+
+    let files = common::files("open_clip_model.safetensors", "tokenizer.json");
+    let mut candle = biomedclip::BiomedClip::from_files_with(
+        &files,
+        &biomedclip::Device::Cpu,
+        biomedclip::Backend::Candle,
+    )
+    .unwrap();
+    let err = candle
+        .set_precision(Precision::Int8)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("CPU engine"), "{err}");
+    assert!("int4".parse::<Precision>().is_err());
+}
