@@ -17,7 +17,7 @@
 
 use rayon::prelude::*;
 
-use super::kernels::{gelu_serial, threads, Epilogue};
+use super::kernels::{gelu_serial, lanes, threads, Epilogue};
 
 /// Largest weight magnitude after quantization.
 pub const WEIGHT_MAX: i32 = 127;
@@ -217,13 +217,23 @@ impl QuantizedRows {
 
 /// Asymmetric quantization of one row to `0..=ACTIVATION_MAX`: returns (scale, zero point).
 fn quantize_row(row: &[f32], q: &mut [u8]) -> (f32, i32) {
-    let (lo, hi) = row
-        .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-            (lo.min(v), hi.max(v))
-        });
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2(row: &[f32], q: &mut [u8]) -> (f32, i32) {
+            quantize_row_impl(row, q)
+        }
+        // SAFETY: the feature was just detected.
+        return unsafe { avx2(row, q) };
+    }
+    quantize_row_impl(row, q)
+}
+
+#[inline(always)]
+fn quantize_row_impl(row: &[f32], q: &mut [u8]) -> (f32, i32) {
     // The range always holds 0 so that the zero point is a level.
-    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+    let lo = lanes(row, 0.0, f32::min);
+    let hi = lanes(row, 0.0, f32::max);
     let levels = ACTIVATION_MAX as f32;
     let scale = if hi > lo { (hi - lo) / levels } else { 1.0 };
     let zero = (-lo / scale).round().clamp(0.0, levels);
@@ -232,7 +242,7 @@ fn quantize_row(row: &[f32], q: &mut [u8]) -> (f32, i32) {
     // (halves up) without a call per element; this loop vectorises.
     let shift = zero + 0.5;
     for (d, &v) in q.iter_mut().zip(row) {
-        *d = (v * inv + shift).clamp(0.0, levels) as u8;
+        *d = (v * inv + shift).clamp(0.0, levels) as i32 as u8;
     }
     (scale, zero as i32)
 }
@@ -356,7 +366,7 @@ fn tile_portable(a: &[u8], kp: usize, m: usize, b: &[i8]) -> [[i32; NR]; MR] {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{Epilogue, KU, MR, NR};
-    use crate::cpu::kernels::gelu_serial;
+    use crate::cpu::kernels::gelu_impl;
     use std::arch::x86_64::*;
 
     /// `i32` sums of `R` rows of `a` (stride `kp`) against one packed panel `b`, two
@@ -443,7 +453,8 @@ mod avx2 {
                 _mm256_storeu_ps(out.add(8 * h), v);
             }
             if t.epilogue == Epilogue::Gelu {
-                gelu_serial(std::slice::from_raw_parts_mut(out, NR));
+                // Inlined here (AVX2 + FMA), this loop vectorises with no call per tile.
+                gelu_impl(&mut *(out as *mut [f32; NR]));
             }
         }
     }

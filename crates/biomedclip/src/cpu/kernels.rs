@@ -363,7 +363,7 @@ pub fn erf_approx(x: f32) -> f32 {
 }
 
 #[inline(always)]
-fn gelu_impl(x: &mut [f32]) {
+pub(crate) fn gelu_impl(x: &mut [f32]) {
     for v in x.iter_mut() {
         *v = 0.5 * *v * (1.0 + erf_approx(*v * std::f32::consts::FRAC_1_SQRT_2));
     }
@@ -420,6 +420,22 @@ pub fn layer_norm_inplace(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) 
     });
 }
 
+/// Reduces `x` with `f` in 8 independent lanes, so that the loop vectorises (a single running
+/// value would chain every step on the previous one).
+#[inline(always)]
+pub(crate) fn lanes(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [init; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a = f(*a, *v);
+        }
+    }
+    let tail = rest.iter().fold(init, |a, &v| f(a, v));
+    acc.iter().fold(tail, |a, &v| f(a, v))
+}
+
 #[inline(always)]
 fn softmax_impl(s: &mut [f32], n: usize, mask: &[f32]) {
     for row in s.chunks_exact_mut(n) {
@@ -428,13 +444,11 @@ fn softmax_impl(s: &mut [f32], n: usize, mask: &[f32]) {
                 *v += m;
             }
         }
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0;
+        let max = lanes(row, f32::NEG_INFINITY, f32::max);
         for v in row.iter_mut() {
             *v = exp_approx(*v - max);
-            sum += *v;
         }
-        let inv = 1.0 / sum;
+        let inv = 1.0 / lanes(row, 0.0, |a, b| a + b);
         for v in row.iter_mut() {
             *v *= inv;
         }
