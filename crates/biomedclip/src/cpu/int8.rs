@@ -219,32 +219,32 @@ impl QuantizedRows {
 fn quantize_row(row: &[f32], q: &mut [u8]) -> (f32, i32) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(row: &[f32], q: &mut [u8]) -> (f32, i32) {
-            quantize_row_impl(row, q)
-        }
         // SAFETY: the feature was just detected.
-        return unsafe { avx2(row, q) };
+        return unsafe { avx2::quantize_row(row, q) };
     }
-    quantize_row_impl(row, q)
+    let (scale, zero) = row_range(row);
+    let shift = zero as f32 + 0.5;
+    for (d, &v) in q.iter_mut().zip(row) {
+        *d = level(v, 1.0 / scale, shift);
+    }
+    (scale, zero)
 }
 
+/// The scale and zero point of a row; the range always holds 0 so that 0 is a level.
 #[inline(always)]
-fn quantize_row_impl(row: &[f32], q: &mut [u8]) -> (f32, i32) {
-    // The range always holds 0 so that the zero point is a level.
+fn row_range(row: &[f32]) -> (f32, i32) {
     let lo = lanes(row, 0.0, f32::min);
     let hi = lanes(row, 0.0, f32::max);
     let levels = ACTIVATION_MAX as f32;
     let scale = if hi > lo { (hi - lo) / levels } else { 1.0 };
-    let zero = (-lo / scale).round().clamp(0.0, levels);
-    let inv = 1.0 / scale;
-    // Values are >= -0.5 after the shift, so adding 0.5 and truncating rounds to nearest
-    // (halves up) without a call per element; this loop vectorises.
-    let shift = zero + 0.5;
-    for (d, &v) in q.iter_mut().zip(row) {
-        *d = (v * inv + shift).clamp(0.0, levels) as i32 as u8;
-    }
-    (scale, zero as i32)
+    (scale, (-lo / scale).round().clamp(0.0, levels) as i32)
+}
+
+/// One value's level: values are >= -0.5 after the shift (zero point + 0.5), so truncating
+/// rounds to nearest, halves up. Fused like the AVX2 path, so both give the same bytes.
+#[inline(always)]
+fn level(v: f32, inv: f32, shift: f32) -> u8 {
+    v.mul_add(inv, shift).clamp(0.0, ACTIVATION_MAX as f32) as u8
 }
 
 /// The integer product kernel chosen for this CPU.
@@ -365,9 +365,37 @@ fn tile_portable(a: &[u8], kp: usize, m: usize, b: &[i8]) -> [[i32; NR]; MR] {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Epilogue, KU, MR, NR};
+    use super::{Epilogue, ACTIVATION_MAX, KU, MR, NR};
     use crate::cpu::kernels::gelu_impl;
     use std::arch::x86_64::*;
+
+    /// [`super::quantize_row`] with the conversion to bytes in registers (the compiler keeps
+    /// Rust's saturating float-to-int casts scalar).
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn quantize_row(row: &[f32], q: &mut [u8]) -> (f32, i32) {
+        let (scale, zero) = super::row_range(row);
+        let (inv, shift) = (1.0 / scale, zero as f32 + 0.5);
+        let (vinv, vshift) = (_mm256_set1_ps(inv), _mm256_set1_ps(shift));
+        let (floor, top) = (_mm256_setzero_ps(), _mm256_set1_ps(ACTIVATION_MAX as f32));
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let convert = |p: *const f32| {
+            let v = _mm256_fmadd_ps(_mm256_loadu_ps(p), vinv, vshift);
+            _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(v, floor), top))
+        };
+        let full = row.len() / 32 * 32;
+        for i in (0..full).step_by(32) {
+            let p = row.as_ptr().add(i);
+            let lo = _mm256_packs_epi32(convert(p), convert(p.add(8)));
+            let hi = _mm256_packs_epi32(convert(p.add(16)), convert(p.add(24)));
+            // packs/packus work per 128-bit lane; the permute restores the element order.
+            let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(lo, hi), order);
+            _mm256_storeu_si256(q.as_mut_ptr().add(i) as *mut __m256i, bytes);
+        }
+        for (d, &v) in q[full..].iter_mut().zip(&row[full..]) {
+            *d = super::level(v, inv, shift);
+        }
+        (scale, zero)
+    }
 
     /// `i32` sums of `R` rows of `a` (stride `kp`) against one packed panel `b`, two
     /// registers of 8 channels per row.
@@ -510,6 +538,26 @@ mod tests {
                 let portable = Kernel::Portable.tile(&acts, r, m, &q, p);
                 let detected = Kernel::detect().tile(&acts, r, m, &q, p);
                 assert_eq!(portable[..m], detected[..m], "panel {p}, rows {r}..");
+            }
+        }
+    }
+
+    #[test]
+    fn row_quantization_is_the_same_on_every_path() {
+        let mut seed = 3;
+        for len in [1, 31, 32, 75, 768] {
+            let row: Vec<f32> = (0..len).map(|_| lcg(&mut seed) * 4.0 + 1.0).collect();
+            let (scale, zero) = row_range(&row);
+            let portable: Vec<u8> = row
+                .iter()
+                .map(|&v| level(v, 1.0 / scale, zero as f32 + 0.5))
+                .collect();
+            let mut q = vec![0u8; len];
+            assert_eq!(quantize_row(&row, &mut q), (scale, zero));
+            assert_eq!(q, portable, "length {len}");
+            for (&v, &l) in row.iter().zip(&q) {
+                let back = scale * (l as i32 - zero) as f32;
+                assert!((back - v).abs() <= 0.5001 * scale, "{v} -> {l} -> {back}");
             }
         }
     }
