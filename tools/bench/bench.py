@@ -134,6 +134,11 @@ def main():
     for line in out.splitlines():
         r = json.loads(line)
         put(r["work"], "ours", r["per_second"])
+    print("ours, int8 image tower ...", file=sys.stderr)
+    _, _, out = run_measured([str(ROOT / "target/release/examples/bench"), str(d), "--seconds",
+                              str(args.seconds), "--batches", "1,8,32", "--precision", "int8",
+                              "--no-text"], env)
+    int8 = {json.loads(line)["work"]: json.loads(line)["per_second"] for line in out.splitlines()}
 
     # Cold starts first: a child forked from a process that already holds PyTorch and a model
     # would report the parent's memory as its own peak.
@@ -200,6 +205,9 @@ def main():
         for b, x in images.items():
             xn = x.numpy()
             put(f"image_batch_{b}", "onnxruntime", rate(args.seconds, b, lambda: sess.run(None, {"pixels": xn})))
+    # Our int8 image tower against the peers' fp32 (the target compares it with PyTorch fp32).
+    for work, value in int8.items():
+        results[f"{work} (ours int8)"] = {**results.get(work, {}), "ours": value}
     print_table(results, args)
 
 
@@ -234,7 +242,8 @@ def print_table(results, args):
         r = results["image_batch_1"]
         lat = " / ".join(f"{e} {1000 / v:.0f} ms" for e, v in r.items())
         print(f"\nImage latency at batch 1: {lat}.")
-    print("\nRatios are speed-ups (for cold start and memory: how many times less).")
+    print("\nRatios are speed-ups (for cold start and memory: how many times less). Rows marked "
+          "'ours int8' run our image tower with --precision int8 against the peers in fp32.")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 //! Throughput of the engine on one model, printed as JSON lines for `tools/bench/bench.py`.
 //!
 //! ```text
-//! cargo run --release --example bench -- MODEL_DIR [--seconds S] [--batches 1,8,32] [--texts FILE] [--precision int8]
+//! cargo run --release --example bench -- MODEL_DIR [--seconds S] [--batches 1,8,32] [--texts FILE] [--precision int8] [--no-text]
 //! ```
 //! Images are random normalised pixels (speed does not depend on values); texts are the model
 //! card's nine prompts and, with `--texts`, one caption per line of FILE.
@@ -44,6 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let (mut seconds, mut batches, mut texts_file) = (8.0, vec![1usize, 8, 32], None);
     let mut precision = biomedclip::Precision::F32;
+    let mut with_text = true;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--seconds" => seconds = args.next().ok_or("--seconds S")?.parse()?,
@@ -55,6 +56,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .map(|s| s.parse())
                     .collect::<Result<_, _>>()?
             }
+            "--no-text" => with_text = false,
             "--precision" => precision = args.next().ok_or("--precision P")?.parse()?,
             "--texts" => texts_file = Some(PathBuf::from(args.next().ok_or("--texts FILE")?)),
             other => return Err(format!("unknown argument {other}").into()),
@@ -76,6 +78,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             model.encode_pixels(&images).expect("encode");
         });
         println!("{{\"work\": \"image_batch_{b}\", \"per_second\": {r:.3}}}");
+    }
+    if !with_text {
+        return Ok(());
     }
     let prompts: Vec<String> = PROMPTS
         .iter()

@@ -256,12 +256,16 @@ enum Kernel {
 }
 
 impl Kernel {
+    /// The fastest kernel this CPU runs, decided once per process.
     fn detect() -> Kernel {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && !portable_forced() {
-            return Kernel::Avx2;
-        }
-        Kernel::Portable
+        static CHOSEN: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") && !portable_forced() {
+                return Kernel::Avx2;
+            }
+            Kernel::Portable
+        })
     }
 
     /// `i32` sums of rows `r..r + m` (m <= MR) against panel `p`.
