@@ -68,6 +68,10 @@ impl EmbeddingCache {
 
     /// The key of an image argument (`file` or `file.dcm#frame=N`) under the current
     /// rendering options; reads the file.
+    ///
+    /// The file is hashed in 64 KiB pieces and not kept: on a miss it is read again to be
+    /// decoded (usually from the page cache), which keeps memory flat for large collections
+    /// instead of holding every missed file's bytes until its batch is encoded.
     pub fn image_key(&self, path: &Path) -> Result<String> {
         let (file, frame) = split_frame(path);
         let mut hasher = blake3::Hasher::new();
