@@ -85,11 +85,6 @@ impl Int8Weight {
         }
     }
 
-    /// Bytes held by the quantized weight.
-    pub fn bytes(&self) -> usize {
-        self.packed.len() + 8 * self.scales.len()
-    }
-
     /// `out[rows, out_dim] (epilogue) x[rows, in_dim] . W^T + bias`, like
     /// [`super::kernels::Linear::forward`].
     pub fn forward(
@@ -136,6 +131,12 @@ impl Int8Weight {
                     }
                 }
             });
+    }
+
+    /// The packed weights of panel `p`.
+    fn panel(&self, p: usize) -> &[i8] {
+        let len = padded(self.in_dim, KU) * NR;
+        &self.packed[p * len..(p + 1) * len]
     }
 
     /// Dequantises a tile of `i32` sums into `out` rows `r..`, columns of panel `p`.
@@ -197,6 +198,11 @@ struct QuantizedRows {
 }
 
 impl QuantizedRows {
+    /// The bytes of rows `r..r + m`.
+    fn rows(&self, r: usize, m: usize) -> &[u8] {
+        &self.data[r * self.stride..(r + m) * self.stride]
+    }
+
     fn new(x: &[f32], rows: usize, k: usize, kp: usize) -> QuantizedRows {
         let mut data = vec![0u8; rows * kp];
         let mut params = vec![(0f32, 0i32); rows];
@@ -223,9 +229,9 @@ fn quantize_row(row: &[f32], q: &mut [u8]) -> (f32, i32) {
         return unsafe { avx2::quantize_row(row, q) };
     }
     let (scale, zero) = row_range(row);
-    let shift = zero as f32 + 0.5;
+    let (inv, shift) = (1.0 / scale, zero as f32 + 0.5);
     for (d, &v) in q.iter_mut().zip(row) {
-        *d = level(v, 1.0 / scale, shift);
+        *d = level(v, inv, shift);
     }
     (scale, zero)
 }
@@ -277,10 +283,7 @@ impl Kernel {
         w: &Int8Weight,
         p: usize,
     ) -> [[i32; NR]; MR] {
-        let kp = acts.stride;
-        let groups = kp / KU;
-        let a = &acts.data[r * kp..(r + m) * kp];
-        let b = &w.packed[p * groups * NR * KU..(p + 1) * groups * NR * KU];
+        let (kp, a, b) = (acts.stride, acts.rows(r, m), w.panel(p));
         match self {
             Kernel::Portable => tile_portable(a, kp, m, b),
             #[cfg(target_arch = "x86_64")]
@@ -295,9 +298,7 @@ impl Kernel {
             },
         }
     }
-}
 
-impl Kernel {
     /// Rows `r..r + m` (m <= MR) against panel `p`, dequantised into `dst` by `epilogue`.
     ///
     /// # Safety
@@ -318,10 +319,7 @@ impl Kernel {
         if let Kernel::Avx2 = self {
             let c0 = p * NR;
             if c0 + NR <= w.out_dim {
-                let kp = acts.stride;
-                let groups = kp / KU;
-                let a = &acts.data[r * kp..(r + m) * kp];
-                let b = &w.packed[p * groups * NR * KU..(p + 1) * groups * NR * KU];
+                let (kp, a, b) = (acts.stride, acts.rows(r, m), w.panel(p));
                 let tile = avx2::Tile {
                     act_scales: &acts.scales[r..r + m],
                     act_zeros: &acts.zero_points[r..r + m],
