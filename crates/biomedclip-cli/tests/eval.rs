@@ -38,6 +38,14 @@ fn json_of(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `biomedclip eval TASK --model <tiny model> --no-cache --json REST...`.
+fn eval(task: &str, rest: &[&str]) -> Output {
+    let model = model();
+    let mut args = vec!["eval", task, "--model", &model, "--no-cache", "--json"];
+    args.extend_from_slice(rest);
+    run(&args)
+}
+
 fn golden() -> Value {
     let text = std::fs::read_to_string(fixtures().join("golden/eval.json")).unwrap();
     serde_json::from_str(&text).unwrap()
@@ -132,15 +140,7 @@ fn zero_shot_matches_clip_benchmark_and_uses_the_cache() {
 #[test]
 fn retrieval_matches_clip_benchmark() {
     let g = &golden()["retrieval"];
-    let r = json_of(&run(&[
-        "eval",
-        "retrieval",
-        "--model",
-        &model(),
-        "--no-cache",
-        "--json",
-        &data("retrieval.csv"),
-    ]));
+    let r = json_of(&eval("retrieval", &[&data("retrieval.csv")]));
     let m = &r["metrics"];
     assert_eq!(
         (m["images"].as_u64(), m["texts"].as_u64()),
@@ -157,20 +157,17 @@ fn retrieval_matches_clip_benchmark() {
 #[test]
 fn linear_probe_matches_scikit_learn() {
     let g = &golden()["linear_probe"];
-    let r = json_of(&run(&[
-        "eval",
+    let r = json_of(&eval(
         "linear-probe",
-        "--model",
-        &model(),
-        "--no-cache",
-        "--json",
-        "--train",
-        &data("train.csv"),
-        "--val",
-        &data("val.csv"),
-        "--test",
-        &data("test.csv"),
-    ]));
+        &[
+            "--train",
+            &data("train.csv"),
+            "--val",
+            &data("val.csv"),
+            "--test",
+            &data("test.csv"),
+        ],
+    ));
     for (ours, reference) in r["validation"]
         .as_array()
         .unwrap()
@@ -198,22 +195,19 @@ fn linear_probe_matches_scikit_learn() {
 #[test]
 fn k_shot_probe_is_seeded_and_sized() {
     let probe = |seed: &str| {
-        json_of(&run(&[
-            "eval",
+        json_of(&eval(
             "linear-probe",
-            "--model",
-            &model(),
-            "--no-cache",
-            "--json",
-            "--train",
-            &data("images"),
-            "--test",
-            &data("test.csv"),
-            "--k-shot",
-            "2",
-            "--seed",
-            seed,
-        ]))
+            &[
+                "--train",
+                &data("images"),
+                "--test",
+                &data("test.csv"),
+                "--k-shot",
+                "2",
+                "--seed",
+                seed,
+            ],
+        ))
     };
     let a = probe("3");
     // 6 classes: 2 per class to train, 2 of the remaining 4 to validate.
@@ -238,15 +232,7 @@ fn unreadable_images_are_reported_and_the_rest_scored() {
     }
     text.push_str("missing.png,retina\n");
     std::fs::write(&csv, text).unwrap();
-    let out = run(&[
-        "eval",
-        "zero-shot",
-        "--model",
-        &model(),
-        "--no-cache",
-        "--json",
-        csv.to_str().unwrap(),
-    ]);
+    let out = eval("zero-shot", &[csv.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("missing.png"), "{stderr}");

@@ -253,6 +253,21 @@ fn level(v: f32, inv: f32, shift: f32) -> u8 {
     v.mul_add(inv, shift).clamp(0.0, ACTIVATION_MAX as f32) as u8
 }
 
+/// Calls `avx2::$kernel::<R>(args)` with the const `R` equal to the row count `$m` (1..=MR),
+/// so that each tile height gets its own fully unrolled kernel.
+#[cfg(target_arch = "x86_64")]
+macro_rules! for_rows {
+    ($m:expr, $kernel:ident($($arg:expr),*)) => {
+        match $m {
+            4 => avx2::$kernel::<4>($($arg),*),
+            3 => avx2::$kernel::<3>($($arg),*),
+            2 => avx2::$kernel::<2>($($arg),*),
+            _ => avx2::$kernel::<1>($($arg),*),
+        }
+    };
+}
+const _: () = assert!(MR == 4, "for_rows! covers 1 to 4 rows");
+
 /// The integer product kernel chosen for this CPU.
 #[derive(Clone, Copy)]
 enum Kernel {
@@ -288,14 +303,7 @@ impl Kernel {
             Kernel::Portable => tile_portable(a, kp, m, b),
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX2 was detected; `a` holds m rows of kp bytes and `b` one panel.
-            Kernel::Avx2 => unsafe {
-                match m {
-                    4 => avx2::tile::<4>(a, kp, b),
-                    3 => avx2::tile::<3>(a, kp, b),
-                    2 => avx2::tile::<2>(a, kp, b),
-                    _ => avx2::tile::<1>(a, kp, b),
-                }
-            },
+            Kernel::Avx2 => unsafe { for_rows!(m, tile(a, kp, b)) },
         }
     }
 
@@ -330,12 +338,7 @@ impl Kernel {
                     out_stride: w.out_dim,
                     epilogue,
                 };
-                match m {
-                    4 => avx2::tile_store::<4>(a, kp, b, &tile),
-                    3 => avx2::tile_store::<3>(a, kp, b, &tile),
-                    2 => avx2::tile_store::<2>(a, kp, b, &tile),
-                    _ => avx2::tile_store::<1>(a, kp, b, &tile),
-                }
+                for_rows!(m, tile_store(a, kp, b, &tile));
                 return;
             }
         }

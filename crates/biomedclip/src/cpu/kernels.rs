@@ -467,6 +467,63 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
+/// Where attention finds each head in a fused `[batch * len, 3 * width]` buffer laid out
+/// `(q|k|v, head, head_dim)`, and each sequence's additive key mask.
+struct Heads<'a> {
+    heads: usize,
+    len: usize,
+    width: usize,
+    /// Width of one head.
+    dim: usize,
+    /// `1 / sqrt(dim)`.
+    scale: f32,
+    /// Empty, or `[batch, len]`.
+    mask: &'a [f32],
+}
+
+impl<'a> Heads<'a> {
+    fn new(
+        qkv: &[f32],
+        batch: usize,
+        len: usize,
+        heads: usize,
+        width: usize,
+        mask: &'a [f32],
+    ) -> Self {
+        assert!(qkv.len() >= batch * len * 3 * width, "qkv buffer size");
+        assert!(mask.is_empty() || mask.len() >= batch * len, "mask size");
+        let dim = width / heads;
+        Heads {
+            heads,
+            len,
+            width,
+            dim,
+            scale: 1.0 / (dim as f32).sqrt(),
+            mask,
+        }
+    }
+
+    /// Distance between consecutive tokens in the buffer.
+    fn row(&self) -> usize {
+        3 * self.width
+    }
+
+    /// Offset of head `h`'s query for the first token of sequence `b`; its key is `width`
+    /// further on, its value `2 * width`.
+    fn base(&self, b: usize, h: usize) -> usize {
+        b * self.len * self.row() + h * self.dim
+    }
+
+    /// The key mask of sequence `b` (empty: none).
+    fn mask(&self, b: usize) -> &'a [f32] {
+        if self.mask.is_empty() {
+            &[]
+        } else {
+            &self.mask[b * self.len..(b + 1) * self.len]
+        }
+    }
+}
+
 /// Multi-head self-attention reading queries, keys and values in place from a fused
 /// `[batch * len, 3 * width]` buffer laid out `(q|k|v, head, head_dim)` and writing
 /// `[batch * len, width]`. `mask` is empty or `[batch, len]` additive key masks.
@@ -479,24 +536,18 @@ pub fn attention(
     mask: &[f32],
     out: &mut [f32],
 ) {
-    let hd = width / heads;
-    let scale = 1.0 / (hd as f32).sqrt();
-    let row = 3 * width;
-    assert!(qkv.len() >= batch * len * row && out.len() >= batch * len * width);
+    let at = Heads::new(qkv, batch, len, heads, width, mask);
+    let (hd, row) = (at.dim, at.row());
+    assert!(out.len() >= batch * len * width, "output size");
     let out_ptr = SendPtr(out.as_mut_ptr());
     let out_ptr = &out_ptr;
     (0..batch * heads).into_par_iter().for_each_init(
         || vec![0f32; len * len],
         |scores, task| {
             let (b, h) = (task / heads, task % heads);
-            let base = b * len * row + h * hd;
-            let m = if mask.is_empty() {
-                &[][..]
-            } else {
-                &mask[b * len..(b + 1) * len]
-            };
-            // SAFETY: all views stay inside `qkv` (asserted above); each task writes the
-            // columns h*hd..(h+1)*hd of its batch rows only.
+            let base = at.base(b, h);
+            // SAFETY: all views stay inside `qkv` (asserted by `Heads::new`); each task writes
+            // the columns h*hd..(h+1)*hd of its batch rows only.
             unsafe {
                 let q = Mat::strided(qkv.as_ptr().add(base), row, 1);
                 let kt = Mat::strided(qkv.as_ptr().add(base + width), 1, row);
@@ -509,10 +560,10 @@ pub fn attention(
                     false,
                     q,
                     kt,
-                    scale,
+                    at.scale,
                     false,
                 );
-                softmax_rows(scores, len, m);
+                softmax_rows(scores, len, at.mask(b));
                 let v = Mat::strided(qkv.as_ptr().add(base + 2 * width), row, 1);
                 let dst = out_ptr.0.add(b * len * width + h * hd);
                 matmul(
@@ -544,32 +595,26 @@ pub fn first_token_attention(
     mask: &[f32],
     out: &mut [f32],
 ) {
-    let hd = width / heads;
-    let scale = 1.0 / (hd as f32).sqrt();
-    let row = 3 * width;
-    assert!(qkv.len() >= batch * len * row && out.len() >= batch * width);
+    let at = Heads::new(qkv, batch, len, heads, width, mask);
+    let (hd, row) = (at.dim, at.row());
+    assert!(out.len() >= batch * width, "output size");
     out[..batch * width]
         .par_chunks_mut(hd)
         .enumerate()
         .for_each(|(task, dst)| {
-            let (b, h) = (task / heads, task % heads);
-            let base = b * len * row + h * hd;
+            let (b, h) = (task / at.heads, task % at.heads);
+            let base = at.base(b, h);
             let q = &qkv[base..base + hd];
             let mut scores: Vec<f32> = (0..len)
                 .map(|j| {
-                    let k = &qkv[base + j * row + width..base + j * row + width + hd];
-                    q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale
+                    let k = &qkv[base + j * row + width..][..hd];
+                    q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * at.scale
                 })
                 .collect();
-            let m = if mask.is_empty() {
-                &[][..]
-            } else {
-                &mask[b * len..(b + 1) * len]
-            };
-            softmax_rows(&mut scores, len, m);
+            softmax_rows(&mut scores, len, at.mask(b));
             dst.fill(0.0);
             for (j, p) in scores.iter().enumerate() {
-                let v = &qkv[base + j * row + 2 * width..base + j * row + 2 * width + hd];
+                let v = &qkv[base + j * row + 2 * width..][..hd];
                 for (o, x) in dst.iter_mut().zip(v) {
                     *o += p * x;
                 }

@@ -1,6 +1,7 @@
 //! A confusion matrix drawn as a PNG heat map: rows are true classes, columns predictions,
 //! each cell shaded by its share of the row (white 0 -> dark blue 1) and labelled with its
-//! count; the class names run down the left, numbered to match the column headers.
+//! count; the class names run down the left, numbered to match the column headers (names
+//! longer than [`NAME_CHARS`] are cut and end in `...`; the CSV and JSON hold them whole).
 //! Text is drawn with the public-domain 8x8 bitmap font of the `font8x8` crate.
 
 use std::path::Path;
@@ -13,6 +14,17 @@ use crate::error::{Error, Result};
 const MARGIN: u32 = 12;
 const GLYPH: u32 = 8;
 const INK: Rgb<u8> = Rgb([20, 20, 20]);
+/// Longest class name drawn in full.
+pub const NAME_CHARS: usize = 32;
+
+/// `name` as drawn: at most [`NAME_CHARS`] characters, marked with `...` where cut.
+fn shortened(name: &str) -> String {
+    if name.chars().count() <= NAME_CHARS {
+        return name.to_string();
+    }
+    let kept: String = name.chars().take(NAME_CHARS - 3).collect();
+    format!("{kept}...")
+}
 
 fn draw_text(img: &mut RgbImage, x: u32, y: u32, text: &str, scale: u32, color: Rgb<u8>) {
     for (i, ch) in text.chars().enumerate() {
@@ -51,10 +63,7 @@ pub fn render(confusion: &[Vec<usize>], names: &[String], title: &str) -> RgbIma
     let row_labels: Vec<String> = names
         .iter()
         .enumerate()
-        .map(|(i, name)| {
-            let short: String = name.chars().take(32).collect();
-            format!("{i:>2} {short}")
-        })
+        .map(|(i, name)| format!("{i:>2} {}", shortened(name)))
         .collect();
     let label_w = row_labels
         .iter()
@@ -151,5 +160,15 @@ mod tests {
         // The darkest pixel is in the first cell (3 of 4), none is in the empty row.
         let blue = |p: &Rgb<u8>| p.0[0] < 100 && p.0[2] > 90;
         assert!(img.pixels().any(blue));
+    }
+
+    #[test]
+    fn long_names_are_cut_visibly() {
+        let exact = "x".repeat(NAME_CHARS);
+        assert_eq!(shortened(&exact), exact);
+        let long = format!("{exact}y");
+        let cut = shortened(&long);
+        assert_eq!(cut.chars().count(), NAME_CHARS);
+        assert!(cut.ends_with("...") && long.starts_with(cut.trim_end_matches('.')));
     }
 }
