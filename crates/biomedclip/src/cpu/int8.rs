@@ -50,30 +50,24 @@ fn padded(n: usize, to: usize) -> usize {
 }
 
 impl Int8Weight {
-    /// Quantizes a row-major `[out_dim, in_dim]` weight.
+    /// Quantizes a row-major `[out_dim, in_dim]` weight (channels in parallel).
     pub fn quantize(weight: &[f32], out_dim: usize, in_dim: usize) -> Int8Weight {
         assert_eq!(weight.len(), out_dim * in_dim, "weight shape");
         let (kp, np) = (padded(in_dim, KU), padded(out_dim, NR));
         let groups = kp / KU;
+        let channels: Vec<(f32, i32, Vec<i8>)> = weight
+            .par_chunks_exact(in_dim)
+            .map(quantize_channel)
+            .collect();
         let mut packed = vec![0i8; np * kp];
         let mut scales = vec![0f32; np];
         let mut sums = vec![0i32; np];
-        for (c, row) in weight.chunks_exact(in_dim).enumerate() {
-            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let scale = if max > 0.0 {
-                max / WEIGHT_MAX as f32
-            } else {
-                1.0
-            };
-            scales[c] = scale;
+        for (c, (scale, sum, q)) in channels.into_iter().enumerate() {
+            (scales[c], sums[c]) = (scale, sum);
             let (p, cc) = (c / NR, c % NR);
-            for (k, &v) in row.iter().enumerate() {
-                let q = (v / scale)
-                    .round()
-                    .clamp(-WEIGHT_MAX as f32, WEIGHT_MAX as f32) as i8;
-                sums[c] += q as i32;
-                let (g, t) = (k / KU, k % KU);
-                packed[((p * groups + g) * NR + cc) * KU + t] = q;
+            for (g, group) in q.chunks(KU).enumerate() {
+                let at = ((p * groups + g) * NR + cc) * KU;
+                packed[at..at + group.len()].copy_from_slice(group);
             }
         }
         Int8Weight {
@@ -181,6 +175,31 @@ impl Int8Weight {
             }
         }
     }
+}
+
+/// One output channel's weights: (scale, sum of levels, levels in `-WEIGHT_MAX..=WEIGHT_MAX`).
+fn quantize_channel(row: &[f32]) -> (f32, i32, Vec<i8>) {
+    let max = lanes(row, 0.0, |m, v| m.max(v.abs()));
+    let scale = if max > 0.0 {
+        max / WEIGHT_MAX as f32
+    } else {
+        1.0
+    };
+    let inv = 1.0 / scale;
+    let q: Vec<i8> = row
+        .iter()
+        .map(|&v| nearest((v * inv).clamp(-WEIGHT_MAX as f32, WEIGHT_MAX as f32)) as i8)
+        .collect();
+    (scale, q.iter().map(|&v| v as i32).sum(), q)
+}
+
+/// `x` rounded to the nearest integer, ties to even, for `|x| < 2^22`: adding and taking away
+/// 1.5 * 2^23 leaves no fraction bits, so the FPU rounds. Plain arithmetic, so the loops that
+/// use it vectorise where `f32::round` would be a libm call per value.
+#[inline(always)]
+fn nearest(x: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0;
+    (x + SHIFT) - SHIFT
 }
 
 /// The destination of a parallel product; tasks write disjoint elements.
@@ -565,6 +584,18 @@ mod tests {
                 assert!((back - v).abs() <= 0.5001 * scale, "{v} -> {l} -> {back}");
             }
         }
+    }
+
+    #[test]
+    fn nearest_rounds_ties_to_even() {
+        for i in -2600..=2600 {
+            let x = i as f32 / 20.0;
+            assert_eq!(nearest(x), x.round_ties_even(), "{x}");
+        }
+        assert_eq!(
+            (nearest(2.5), nearest(-3.5), nearest(0.49)),
+            (2.0, -4.0, 0.0)
+        );
     }
 
     #[test]
