@@ -115,14 +115,9 @@ impl Int8Weight {
                 let p0 = pb * panel_block;
                 let p1 = (p0 + panel_block).min(panels);
                 for p in p0..p1 {
-                    let mut r = r0;
-                    while r < r1 {
-                        let m = (r1 - r).min(MR);
-                        // SAFETY: tasks cover disjoint (row, column) ranges of `out`, which
-                        // outlives the parallel loop.
-                        unsafe { kernel.tile_store(&acts, r, m, self, p, bias, &dst, epilogue) };
-                        r += m;
-                    }
+                    // SAFETY: tasks cover disjoint (row, column) ranges of `out`, which
+                    // outlives the parallel loop.
+                    unsafe { kernel.panel_store(&acts, r0..r1, self, p, bias, &dst, epilogue) };
                 }
             });
     }
@@ -278,10 +273,10 @@ fn level(v: f32, inv: f32, shift: f32) -> u8 {
 macro_rules! for_rows {
     ($m:expr, $kernel:ident($($arg:expr),*)) => {
         match $m {
-            4 => avx2::$kernel::<4>($($arg),*),
-            3 => avx2::$kernel::<3>($($arg),*),
-            2 => avx2::$kernel::<2>($($arg),*),
-            _ => avx2::$kernel::<1>($($arg),*),
+            4 => $crate::cpu::int8::avx2::$kernel::<4>($($arg),*),
+            3 => $crate::cpu::int8::avx2::$kernel::<3>($($arg),*),
+            2 => $crate::cpu::int8::avx2::$kernel::<2>($($arg),*),
+            _ => $crate::cpu::int8::avx2::$kernel::<1>($($arg),*),
         }
     };
 }
@@ -326,16 +321,15 @@ impl Kernel {
         }
     }
 
-    /// Rows `r..r + m` (m <= MR) against panel `p`, dequantised into `dst` by `epilogue`.
+    /// Rows `rows` against panel `p`, dequantised into `dst` by `epilogue`.
     ///
     /// # Safety
     /// As [`Int8Weight::store`].
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tile_store(
+    unsafe fn panel_store(
         self,
         acts: &QuantizedRows,
-        r: usize,
-        m: usize,
+        rows: std::ops::Range<usize>,
         w: &Int8Weight,
         p: usize,
         bias: Option<&[f32]>,
@@ -346,10 +340,10 @@ impl Kernel {
         if let Kernel::Avx2 = self {
             let c0 = p * NR;
             if c0 + NR <= w.out_dim {
-                let (kp, a, b) = (acts.stride, acts.rows(r, m), w.panel(p));
+                let (r, m) = (rows.start, rows.len());
                 let tile = avx2::Tile {
-                    act_scales: &acts.scales[r..r + m],
-                    act_zeros: &acts.zero_points[r..r + m],
+                    act_scales: &acts.scales[rows.clone()],
+                    act_zeros: &acts.zero_points[rows],
                     scales: &w.scales[c0..c0 + NR],
                     sums: &w.sums[c0..c0 + NR],
                     bias: bias.map(|b| &b[c0..c0 + NR]),
@@ -357,12 +351,17 @@ impl Kernel {
                     out_stride: w.out_dim,
                     epilogue,
                 };
-                for_rows!(m, tile_store(a, kp, b, &tile));
+                avx2::panel_store(acts.rows(r, m), acts.stride, w.panel(p), &tile);
                 return;
             }
         }
-        let acc = self.tile(acts, r, m, w, p);
-        w.store(&acc[..m], acts, r, p, bias, dst, epilogue);
+        let mut r = rows.start;
+        while r < rows.end {
+            let m = (rows.end - r).min(MR);
+            let acc = self.tile(acts, r, m, w, p);
+            w.store(&acc[..m], acts, r, p, bias, dst, epilogue);
+            r += m;
+        }
     }
 }
 
@@ -469,11 +468,34 @@ mod avx2 {
         pub epilogue: Epilogue,
     }
 
+    /// Every row of `t` (whole tiles of [`MR`], then the rest) against one packed panel `b`:
+    /// one call per panel, so that the tiles' set-up stays in registers.
+    ///
+    /// # Safety
+    /// `a` must hold the tile's rows (stride `kp`) and `t.out` be valid for them.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn panel_store(a: &[u8], kp: usize, b: &[i8], t: &Tile) {
+        let rows = t.act_scales.len();
+        let mut r = 0;
+        while r < rows {
+            let m = (rows - r).min(MR);
+            let tile = Tile {
+                act_scales: &t.act_scales[r..r + m],
+                act_zeros: &t.act_zeros[r..r + m],
+                out: t.out.add(r * t.out_stride),
+                ..*t
+            };
+            for_rows!(m, tile_store(&a[r * kp..(r + m) * kp], kp, b, &tile));
+            r += m;
+        }
+    }
+
     /// [`tile`] with the dequantisation, bias and epilogue applied in registers.
     ///
     /// # Safety
     /// `t.out` must be valid for `R` rows of 16 floats at stride `t.out_stride`.
     #[target_feature(enable = "avx2,fma")]
+    #[inline]
     pub unsafe fn tile_store<const R: usize>(a: &[u8], kp: usize, b: &[i8], t: &Tile) {
         let acc = sums::<R>(a, kp, b);
         let scales = [

@@ -317,6 +317,16 @@ dispatch!(
     pub fn add_rows(out: &mut [f32], row: &[f32]) => add_rows_impl
 );
 
+/// `2^n` for a whole `n` in `-126..=127`, built from the bits of `n + 1.5 * 2^23`, whose low
+/// mantissa bits hold `n` as an integer: Rust's saturating float-to-int cast would keep the
+/// loops that call this scalar (a compare and a conditional move per lane).
+#[inline(always)]
+fn pow2_int(n: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0;
+    let n = (n + SHIFT).to_bits() as i32 - SHIFT.to_bits() as i32;
+    f32::from_bits(((n + 127) << 23) as u32)
+}
+
 /// `exp(x)` to about 2 ulp (Cephes' `expf`), 0 below -87.
 // The coefficients are Cephes' as published.
 #[allow(clippy::excessive_precision)]
@@ -334,7 +344,7 @@ pub fn exp_approx(x: f32) -> f32 {
     y = y * r + 1.666_666_5e-1;
     y = y * r + 5.000_000_1e-1;
     let y = y * z + r + 1.0;
-    let pow2 = f32::from_bits(((fx as i32 + 127) << 23) as u32);
+    let pow2 = pow2_int(fx);
     if x < -87.0 {
         0.0
     } else {
@@ -436,23 +446,45 @@ pub(crate) fn lanes(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
     acc.iter().fold(tail, |a, &v| f(a, v))
 }
 
+/// Rows of a softmax whose sums run side by side.
+const SUM_ROWS: usize = 8;
+
 #[inline(always)]
 fn softmax_impl(s: &mut [f32], n: usize, mask: &[f32]) {
-    for row in s.chunks_exact_mut(n) {
-        if !mask.is_empty() {
-            for (v, m) in row.iter_mut().zip(mask) {
-                *v += m;
+    for group in s.chunks_mut(SUM_ROWS * n) {
+        for row in group.chunks_exact_mut(n) {
+            if !mask.is_empty() {
+                for (v, m) in row.iter_mut().zip(mask) {
+                    *v += m;
+                }
+            }
+            let max = lanes(row, f32::NEG_INFINITY, f32::max);
+            for v in row.iter_mut() {
+                *v = exp_approx(*v - max);
             }
         }
-        let max = lanes(row, f32::NEG_INFINITY, f32::max);
-        for v in row.iter_mut() {
-            *v = exp_approx(*v - max);
+        // Each row is summed in order, not in lanes: one ulp here moved a near-tie in the
+        // retrieval fixture's ranking away from the reference's. Summing the rows of a group
+        // side by side keeps that order while their additions overlap instead of each waiting
+        // on the one before.
+        let mut sums = [0f32; SUM_ROWS];
+        if group.len() == SUM_ROWS * n {
+            let rows: [&[f32]; SUM_ROWS] = std::array::from_fn(|r| &group[r * n..(r + 1) * n]);
+            for i in 0..n {
+                for (sum, row) in sums.iter_mut().zip(&rows) {
+                    *sum += row[i];
+                }
+            }
+        } else {
+            for (sum, row) in sums.iter_mut().zip(group.chunks_exact(n)) {
+                *sum = row.iter().fold(0.0, |a, v| a + v);
+            }
         }
-        // Summed in order, not in lanes: one ulp here moved a near-tie in the retrieval
-        // fixture's ranking away from the reference's. The exponentials above still vectorise.
-        let inv = 1.0 / row.iter().sum::<f32>();
-        for v in row.iter_mut() {
-            *v *= inv;
+        for (row, sum) in group.chunks_exact_mut(n).zip(sums) {
+            let inv = 1.0 / sum;
+            for v in row.iter_mut() {
+                *v *= inv;
+            }
         }
     }
 }
@@ -666,6 +698,33 @@ mod tests {
             f = k as f64 / 2.0 / (x + f);
         }
         (-x * x).exp() / std::f64::consts::PI.sqrt() / (x + f)
+    }
+
+    #[test]
+    fn whole_powers_of_two_are_exact() {
+        for n in -126..=127 {
+            assert_eq!(pow2_int(n as f32), 2f32.powi(n), "2^{n}");
+        }
+    }
+
+    #[test]
+    fn softmax_sums_each_row_in_order() {
+        // Against the plain in-order sum, bit for bit, for whole and partial groups of rows.
+        let n = 37;
+        for rows in [1, SUM_ROWS - 1, SUM_ROWS, 2 * SUM_ROWS + 3] {
+            let mut s: Vec<f32> = (0..rows * n)
+                .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 97.0)
+                .collect();
+            let mut want = s.clone();
+            for row in want.chunks_exact_mut(n) {
+                let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                row.iter_mut().for_each(|v| *v = exp_approx(*v - max));
+                let inv = 1.0 / row.iter().fold(0.0, |a, v| a + v);
+                row.iter_mut().for_each(|v| *v *= inv);
+            }
+            softmax_rows(&mut s, n, &[]);
+            assert_eq!(s, want, "{rows} rows");
+        }
     }
 
     #[test]
