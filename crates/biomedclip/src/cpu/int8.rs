@@ -17,7 +17,7 @@
 
 use rayon::prelude::*;
 
-use super::kernels::{gelu_serial, lanes, threads, Epilogue};
+use super::kernels::{gelu_serial, lanes, nearest, threads, Epilogue};
 
 /// Largest weight magnitude after quantization.
 pub const WEIGHT_MAX: i32 = 127;
@@ -186,15 +186,6 @@ fn quantize_channel(row: &[f32]) -> (f32, i32, Vec<i8>) {
         .map(|&v| nearest((v * inv).clamp(-WEIGHT_MAX as f32, WEIGHT_MAX as f32)) as i8)
         .collect();
     (scale, q.iter().map(|&v| v as i32).sum(), q)
-}
-
-/// `x` rounded to the nearest integer, ties to even, for `|x| < 2^22`: adding and taking away
-/// 1.5 * 2^23 leaves no fraction bits, so the FPU rounds. Plain arithmetic, so the loops that
-/// use it vectorise where `f32::round` would be a libm call per value.
-#[inline(always)]
-fn nearest(x: f32) -> f32 {
-    const SHIFT: f32 = 12_582_912.0;
-    (x + SHIFT) - SHIFT
 }
 
 /// The destination of a parallel product; tasks write disjoint elements.
@@ -606,18 +597,6 @@ mod tests {
                 assert!((back - v).abs() <= 0.5001 * scale, "{v} -> {l} -> {back}");
             }
         }
-    }
-
-    #[test]
-    fn nearest_rounds_ties_to_even() {
-        for i in -2600..=2600 {
-            let x = i as f32 / 20.0;
-            assert_eq!(nearest(x), x.round_ties_even(), "{x}");
-        }
-        assert_eq!(
-            (nearest(2.5), nearest(-3.5), nearest(0.49)),
-            (2.0, -4.0, 0.0)
-        );
     }
 
     #[test]

@@ -317,13 +317,23 @@ dispatch!(
     pub fn add_rows(out: &mut [f32], row: &[f32]) => add_rows_impl
 );
 
-/// `2^n` for a whole `n` in `-126..=127`, built from the bits of `n + 1.5 * 2^23`, whose low
-/// mantissa bits hold `n` as an integer: Rust's saturating float-to-int cast would keep the
-/// loops that call this scalar (a compare and a conditional move per lane).
+/// `1.5 * 2^23`: a float `x` with `|x| < 2^22` plus this has no fraction bits left, so the
+/// addition rounds `x` to the nearest integer (ties to even) and the sum's low mantissa bits
+/// hold that integer. Plain arithmetic, so loops using it vectorise, where `f32::round` is a
+/// libm call per value and Rust's saturating float-to-int cast a compare and a conditional move
+/// per lane.
+const ROUND_SHIFT: f32 = 12_582_912.0;
+
+/// `x` rounded to the nearest integer, ties to even, for `|x| < 2^22` (see [`ROUND_SHIFT`]).
+#[inline(always)]
+pub(crate) fn nearest(x: f32) -> f32 {
+    (x + ROUND_SHIFT) - ROUND_SHIFT
+}
+
+/// `2^n` for a whole `n` in `-126..=127`, built from the bits of `n + ROUND_SHIFT`.
 #[inline(always)]
 fn pow2_int(n: f32) -> f32 {
-    const SHIFT: f32 = 12_582_912.0;
-    let n = (n + SHIFT).to_bits() as i32 - SHIFT.to_bits() as i32;
+    let n = (n + ROUND_SHIFT).to_bits() as i32 - ROUND_SHIFT.to_bits() as i32;
     f32::from_bits(((n + 127) << 23) as u32)
 }
 
@@ -502,7 +512,6 @@ unsafe impl Sync for SendPtr {}
 /// Where attention finds each head in a fused `[batch * len, 3 * width]` buffer laid out
 /// `(q|k|v, head, head_dim)`, and each sequence's additive key mask.
 struct Heads<'a> {
-    heads: usize,
     len: usize,
     width: usize,
     /// Width of one head.
@@ -526,7 +535,6 @@ impl<'a> Heads<'a> {
         assert!(mask.is_empty() || mask.len() >= batch * len, "mask size");
         let dim = width / heads;
         Heads {
-            heads,
             len,
             width,
             dim,
@@ -634,7 +642,7 @@ pub fn first_token_attention(
         .par_chunks_mut(hd)
         .enumerate()
         .for_each(|(task, dst)| {
-            let (b, h) = (task / at.heads, task % at.heads);
+            let (b, h) = (task / heads, task % heads);
             let base = at.base(b, h);
             let q = &qkv[base..base + hd];
             let mut scores: Vec<f32> = (0..len)
@@ -698,6 +706,18 @@ mod tests {
             f = k as f64 / 2.0 / (x + f);
         }
         (-x * x).exp() / std::f64::consts::PI.sqrt() / (x + f)
+    }
+
+    #[test]
+    fn nearest_rounds_ties_to_even() {
+        for i in -2600..=2600 {
+            let x = i as f32 / 20.0;
+            assert_eq!(nearest(x), x.round_ties_even(), "{x}");
+        }
+        assert_eq!(
+            (nearest(2.5), nearest(-3.5), nearest(0.49)),
+            (2.0, -4.0, 0.0)
+        );
     }
 
     #[test]
