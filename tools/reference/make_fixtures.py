@@ -236,6 +236,18 @@ def save_checkpoint(model, model_dir, half_safetensors):
     safetensors.torch.save_file(st, str(model_dir / "open_clip_model.safetensors"))
 
 
+def write_weight_layouts(out):
+    """A checkpoint whose tensors lie in the ways a `.bin` can hold them (tests/weights.rs)."""
+    out.mkdir(parents=True, exist_ok=True)
+    base = torch.arange(24, dtype=torch.float32) * 0.5 - 3.0
+    torch.save({
+        "plain": base.reshape(4, 6).clone(),
+        "offset_view": base[6:18].reshape(3, 4),  # shares base's storage from element 6
+        "transposed": base.reshape(4, 6).clone().t(),  # not contiguous
+        "half": (base[:8] * 0.25).to(torch.float16),
+    }, out / "f32_tensors.bin")
+
+
 def goldens(model, model_dir, images_dir, image_names, texts, out):
     _, _, preprocess = open_clip.create_model_and_transforms(
         "biomedclip-fixture-" + model_dir.name, pretrained=None, pretrained_hf=False,
@@ -345,6 +357,7 @@ def main():
         print(f"full-size checkpoint with {n / 1e6:.1f} M parameters in {model_dir}")
         return
 
+    write_weight_layouts(FIXTURES / "weights")
     model_dir = FIXTURES / "tiny-model"
     if model_dir.exists():
         shutil.rmtree(model_dir)

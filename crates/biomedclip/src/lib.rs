@@ -27,6 +27,7 @@ pub mod decode;
 pub mod dicom;
 pub mod error;
 pub mod eval;
+pub mod floats;
 pub mod hub;
 pub mod input;
 pub mod layers;

@@ -1,42 +1,45 @@
 //! Reading a checkpoint: `open_clip_model.safetensors` (the header parsed by the `safetensors`
-//! crate over a memory map, each tensor then read straight into its final buffer, so the
-//! process holds one copy of the weights) or `open_clip_pytorch_model.bin` (a PyTorch
-//! zip/pickle, parsed by candle's pickle reader, which interprets the pickle opcodes as data
-//! and never executes code).
+//! crate) or `open_clip_pytorch_model.bin` (a PyTorch zip/pickle, parsed by candle's pickle
+//! reader, which interprets the pickle opcodes as data and never executes code).
+//!
+//! The file is memory-mapped: `f32` tensors are used in place ([`Floats`]), others are
+//! converted from the mapped bytes. The checkpoint must not be modified or truncated while a
+//! model loaded from it is alive (as with every memory-mapped loader, a truncated file faults).
 //!
 //! Every lookup checks the key and the shape and fails with both named.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-
 use std::fs::File;
-#[cfg(not(unix))]
-use std::io::{Read, Seek, SeekFrom};
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::pickle::PthTensors;
 use candle_core::{DType, Device, Tensor};
+use memmap2::Mmap;
 use safetensors::tensor::{Dtype, TensorInfo};
 
 use crate::error::{Error, Result};
+pub use crate::floats::Floats;
 
 enum Store {
     Safetensors {
-        file: Mutex<File>,
-        data_start: u64,
+        /// Byte offset of the first tensor's data in the file.
+        data_start: usize,
         infos: HashMap<String, TensorInfo>,
     },
     Pickle {
         pth: PthTensors,
-        file: Mutex<File>,
         /// Zip entry name -> (offset of its data in the file, its length), for stored
         /// (uncompressed) entries.
-        stored: HashMap<String, (u64, u64)>,
+        stored: HashMap<String, (usize, usize)>,
     },
 }
 
 /// Where each tensor storage's bytes lie in a PyTorch zip, for the uncompressed ones.
-fn stored_entries(path: &Path, pth: &PthTensors) -> std::io::Result<HashMap<String, (u64, u64)>> {
+fn stored_entries(
+    path: &Path,
+    pth: &PthTensors,
+) -> std::io::Result<HashMap<String, (usize, usize)>> {
     let file = File::open(path)?;
     let mut zip =
         zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(std::io::Error::other)?;
@@ -50,7 +53,7 @@ fn stored_entries(path: &Path, pth: &PthTensors) -> std::io::Result<HashMap<Stri
             .map_err(std::io::Error::other)?;
         if entry.compression() == zip::CompressionMethod::Stored {
             if let Some(start) = entry.data_start() {
-                out.insert(info.path.clone(), (start, entry.size()));
+                out.insert(info.path.clone(), (start as usize, entry.size() as usize));
             }
         }
     }
@@ -60,12 +63,9 @@ fn stored_entries(path: &Path, pth: &PthTensors) -> std::io::Result<HashMap<Stri
 /// Tensor names with their shapes.
 type Shapes = Vec<(String, Vec<usize>)>;
 
-fn open_safetensors(path: &Path) -> std::result::Result<(Store, Shapes), String> {
-    let file = File::open(path).map_err(|e| e.to_string())?;
-    // SAFETY: mapped read-only to parse the header; only the header pages are touched.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| e.to_string())?;
+fn open_safetensors(map: &Mmap) -> std::result::Result<(Store, Shapes), String> {
     let (header_len, metadata) =
-        safetensors::SafeTensors::read_metadata(&map).map_err(|e| e.to_string())?;
+        safetensors::SafeTensors::read_metadata(map).map_err(|e| e.to_string())?;
     let infos: HashMap<String, TensorInfo> = metadata
         .tensors()
         .into_iter()
@@ -77,28 +77,11 @@ fn open_safetensors(path: &Path) -> std::result::Result<(Store, Shapes), String>
         .collect();
     Ok((
         Store::Safetensors {
-            file: Mutex::new(file),
-            data_start: 8 + header_len as u64,
+            data_start: 8 + header_len,
             infos,
         },
         shapes,
     ))
-}
-
-/// Reads `buf.len()` bytes at `offset`; positional reads let tensors load in parallel.
-fn read_at(file: &Mutex<File>, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileExt;
-        let f = file.lock().unwrap_or_else(|e| e.into_inner()).try_clone()?;
-        f.read_exact_at(buf, offset)
-    }
-    #[cfg(not(unix))]
-    {
-        let mut f = file.lock().unwrap_or_else(|e| e.into_inner());
-        f.seek(SeekFrom::Start(offset))?;
-        f.read_exact(buf)
-    }
 }
 
 /// Decodes little-endian `dtype` bytes into f32.
@@ -127,6 +110,7 @@ fn to_f32(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
 /// A checkpoint opened for lookups by state-dict key.
 pub struct Weights {
     path: PathBuf,
+    map: Arc<Mmap>,
     store: Store,
     /// Stored key for each canonical key (a leading `module.` from DataParallel is dropped).
     keys: HashMap<String, String>,
@@ -147,9 +131,13 @@ impl Weights {
             path: path.into(),
             reason: e.to_string(),
         };
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: mapped read-only; the module documents that the file must not change while
+        // the model is alive.
+        let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?);
         let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
         let (store, stored): (Store, Shapes) = if is_safetensors {
-            open_safetensors(path).map_err(|reason| Error::Weights {
+            open_safetensors(&map).map_err(|reason| Error::Weights {
                 path: path.into(),
                 reason,
             })?
@@ -165,15 +153,7 @@ impl Weights {
                 .collect();
             // Without offsets every tensor goes through candle's reader: slower, same values.
             let stored = stored_entries(path, &pth).unwrap_or_default();
-            let file = File::open(path).map_err(|e| Error::io(path, e))?;
-            (
-                Store::Pickle {
-                    pth,
-                    file: Mutex::new(file),
-                    stored,
-                },
-                shapes,
-            )
+            (Store::Pickle { pth, stored }, shapes)
         };
         if stored.is_empty() {
             return Err(Error::Weights {
@@ -195,6 +175,7 @@ impl Weights {
         }
         Ok(Weights {
             path: path.into(),
+            map,
             store,
             keys,
             shapes,
@@ -260,6 +241,12 @@ impl Weights {
 
     /// Loads `key` (shape checked) as a flat f32 vector in row-major order.
     pub fn get_vec(&self, key: &str, expected: &[usize]) -> Result<Vec<f32>> {
+        Ok(self.get_floats(key, expected)?.into_vec())
+    }
+
+    /// Loads `key` (shape checked) in row-major order, in place in the mapped file where it
+    /// is stored as aligned `f32` ([`Floats`]), else converted into a buffer of its own.
+    pub fn get_floats(&self, key: &str, expected: &[usize]) -> Result<Floats> {
         let stored = self.keys.get(key).ok_or_else(|| self.missing(key))?;
         let found = &self.shapes[key];
         if found.as_slice() != expected {
@@ -269,33 +256,33 @@ impl Weights {
             path: self.path.clone(),
             reason: format!("tensor `{key}`: {reason}"),
         };
+        // The bytes at `start..start + len` of the file as `dtype`.
+        let from_bytes = |start: usize, len: usize, dtype: Dtype| -> Result<Floats> {
+            if dtype == Dtype::F32 {
+                if let Some(floats) = Floats::mapped(&self.map, start, len / 4) {
+                    return Ok(floats);
+                }
+            }
+            let bytes = start
+                .checked_add(len)
+                .and_then(|end| self.map.get(start..end))
+                .ok_or_else(|| {
+                    fail(format!(
+                        "its data lies past the end of the file ({len} bytes at {start})"
+                    ))
+                })?;
+            to_f32(bytes, dtype)
+                .map(Floats::Owned)
+                .ok_or_else(|| fail(format!("dtype {dtype:?} is not a float type")))
+        };
         match &self.store {
-            Store::Safetensors {
-                file,
-                data_start,
-                infos,
-            } => {
+            Store::Safetensors { data_start, infos } => {
                 let info = &infos[stored];
                 let (start, end) = info.data_offsets;
-                let offset = data_start + start as u64;
-                if info.dtype == Dtype::F32 && cfg!(target_endian = "little") {
-                    // Read the bytes straight into the final buffer: no second copy.
-                    let mut out = vec![0f32; (end - start) / 4];
-                    // SAFETY: any byte pattern is a valid f32 and the lengths match.
-                    let bytes = unsafe {
-                        std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut u8, out.len() * 4)
-                    };
-                    read_at(file, offset, bytes).map_err(|e| fail(e.to_string()))?;
-                    return Ok(out);
-                }
-                let mut bytes = vec![0u8; end - start];
-                read_at(file, offset, &mut bytes).map_err(|e| fail(e.to_string()))?;
-                to_f32(&bytes, info.dtype)
-                    .ok_or_else(|| fail(format!("dtype {:?} is not a float type", info.dtype)))
+                from_bytes(data_start + start, end - start, info.dtype)
             }
             Store::Pickle {
                 pth,
-                file,
                 stored: entries,
             } => {
                 let info = &pth.tensor_infos()[stored];
@@ -308,26 +295,16 @@ impl Weights {
                     _ => None,
                 };
                 let n = info.layout.shape().elem_count();
-                let start = (info.layout.start_offset() * size) as u64;
-                let len = (n * size) as u64;
+                // candle's pickle layouts count the storage offset in bytes.
+                let start = info.layout.start_offset();
+                let len = n * size;
                 let direct = entries.get(&info.path).filter(|&&(_, entry_len)| {
                     info.layout.is_contiguous() && start + len <= entry_len
                 });
                 if let (Some(dtype), Some(&(data, _))) = (dtype, direct) {
-                    if dtype == Dtype::F32 && cfg!(target_endian = "little") {
-                        let mut out = vec![0f32; n];
-                        // SAFETY: any byte pattern is a valid f32 and the lengths match.
-                        let bytes = unsafe {
-                            std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut u8, n * 4)
-                        };
-                        read_at(file, data + start, bytes).map_err(|e| fail(e.to_string()))?;
-                        return Ok(out);
-                    }
-                    let mut bytes = vec![0u8; len as usize];
-                    read_at(file, data + start, &mut bytes).map_err(|e| fail(e.to_string()))?;
-                    return to_f32(&bytes, dtype)
-                        .ok_or_else(|| fail(format!("dtype {dtype:?} is not a float type")));
+                    return from_bytes(data + start, len, dtype);
                 }
+                // Compressed, strided or unusual entries go through candle's reader.
                 let t = pth
                     .get(stored)
                     .map_err(|e| fail(e.to_string()))?
@@ -341,6 +318,7 @@ impl Weights {
                 };
                 t.flatten_all()
                     .and_then(|t| t.to_vec1::<f32>())
+                    .map(Floats::Owned)
                     .map_err(|e| fail(e.to_string()))
             }
         }

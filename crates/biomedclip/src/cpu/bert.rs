@@ -6,6 +6,7 @@ use super::kernels::{
 use super::{linear, norm, Norm};
 use crate::config::{TextDims, TextPooling, TextProjection};
 use crate::error::Result;
+use crate::floats::Floats;
 use crate::weights::Weights;
 
 struct Layer {
@@ -24,7 +25,7 @@ enum Projection {
 
 /// BERT encoder, pooling and projection.
 pub struct Bert {
-    word_embeddings: Vec<f32>,
+    word_embeddings: Floats,
     position_embeddings: Vec<f32>,
     token_type: Vec<f32>,
     embed_norm: Norm,
@@ -87,7 +88,7 @@ impl Bert {
             }
         };
         Ok(Bert {
-            word_embeddings: w.get_vec(&format!("{e}.word_embeddings.weight"), &[d.vocab, h])?,
+            word_embeddings: w.get_floats(&format!("{e}.word_embeddings.weight"), &[d.vocab, h])?,
             position_embeddings: w.get_vec(
                 &format!("{e}.position_embeddings.weight"),
                 &[d.max_positions, h],

@@ -10,6 +10,7 @@
 use gemm::Parallelism;
 
 use super::int8::Int8Weight;
+use crate::floats::Floats;
 use rayon::prelude::*;
 
 /// Threads used by the matrix products and the parallel loops.
@@ -192,8 +193,8 @@ pub unsafe fn matmul(
 
 /// `nn.Linear` weights: `weight` is `[out, in]` row-major as stored by PyTorch.
 pub struct Linear {
-    /// `[out_dim, in_dim]` (empty once quantized).
-    pub weight: Vec<f32>,
+    /// `[out_dim, in_dim]`, usually in place in the mapped checkpoint (empty once quantized).
+    pub weight: Floats,
     /// `[out_dim]`.
     pub bias: Option<Vec<f32>>,
     /// Input features.
@@ -217,7 +218,13 @@ pub enum Epilogue {
 
 impl Linear {
     /// A float layer from a `[out_dim, in_dim]` weight and an optional `[out_dim]` bias.
-    pub fn new(weight: Vec<f32>, bias: Option<Vec<f32>>, in_dim: usize, out_dim: usize) -> Self {
+    pub fn new(
+        weight: impl Into<Floats>,
+        bias: Option<Vec<f32>>,
+        in_dim: usize,
+        out_dim: usize,
+    ) -> Self {
+        let weight = weight.into();
         debug_assert_eq!(weight.len(), in_dim * out_dim);
         Linear {
             weight,
@@ -236,7 +243,7 @@ impl Linear {
                 self.out_dim,
                 self.in_dim,
             ));
-            self.weight = Vec::new();
+            self.weight = Floats::default();
         }
     }
 

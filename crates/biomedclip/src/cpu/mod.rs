@@ -19,7 +19,7 @@ pub(crate) fn linear(
     bias: bool,
 ) -> Result<Linear> {
     Ok(Linear::new(
-        w.get_vec(&format!("{prefix}.weight"), &[out_dim, in_dim])?,
+        w.get_floats(&format!("{prefix}.weight"), &[out_dim, in_dim])?,
         if bias {
             Some(w.get_vec(&format!("{prefix}.bias"), &[out_dim])?)
         } else {

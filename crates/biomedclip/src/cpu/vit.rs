@@ -33,7 +33,7 @@ impl Vit {
         let (c, p) = (d.width, d.patch);
         let grid = d.image_size / p;
         let patch = Linear::new(
-            w.get_vec(&format!("{t}.patch_embed.proj.weight"), &[c, 3, p, p])?,
+            w.get_floats(&format!("{t}.patch_embed.proj.weight"), &[c, 3, p, p])?,
             Some(w.get_vec(&format!("{t}.patch_embed.proj.bias"), &[c])?),
             3 * p * p,
             c,
