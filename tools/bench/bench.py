@@ -4,7 +4,12 @@ Runs everything in one invocation on the same machine and prints a Markdown tabl
 throughputs, latencies, cold-start times and peak memory with our ratio to each peer.
 See BENCHMARKS.md. Usage:
 
-    python tools/bench/bench.py --model /tmp/biomedclip-full [--seconds 8] [--threads 2]
+    python tools/bench/bench.py --model /tmp/biomedclip-full [--seconds 4] [--rounds 3] [--threads 2]
+
+Throughputs are measured in rounds, each engine once per round (ours first in odd rounds, the
+peers first in even ones), so that the machine's drift from minute to minute falls on every
+engine alike; the table gives each engine's median over the rounds and the median of the
+per-round ratios.
 
 The model directory is a full-size checkpoint made by
 `tools/reference/make_fixtures.py --full DIR` (random weights: speed does not depend on them).
@@ -107,7 +112,8 @@ print(labels[int(probs.argmax())])
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, required=True)
-    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--seconds", type=float, default=4.0, help="per measurement and round")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--captions", type=int, default=1000)
     ap.add_argument("--cold-runs", type=int, default=3)
@@ -115,10 +121,7 @@ def main():
     args = ap.parse_args()
     d = args.model.resolve()
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads), HF_HUB_OFFLINE="1")
-    results = {}  # work -> {engine: value}
-
-    def put(work, engine, value):
-        results.setdefault(work, {})[engine] = value
+    cold = {}  # work -> {engine: value}
 
     print("building the engine ...", file=sys.stderr)
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "biomedclip-cli"], cwd=ROOT, check=True)
@@ -128,18 +131,6 @@ def main():
     caps = captions(args.captions)
     cap_file.write_text("\n".join(caps) + "\n")
 
-    print("ours ...", file=sys.stderr)
-    _, _, out = run_measured([str(ROOT / "target/release/examples/bench"), str(d), "--seconds",
-                              str(args.seconds), "--batches", "1,8,32", "--texts", str(cap_file)], env)
-    for line in out.splitlines():
-        r = json.loads(line)
-        put(r["work"], "ours", r["per_second"])
-    print("ours, int8 image tower ...", file=sys.stderr)
-    _, _, out = run_measured([str(ROOT / "target/release/examples/bench"), str(d), "--seconds",
-                              str(args.seconds), "--batches", "1,8,32", "--precision", "int8",
-                              "--no-text"], env)
-    int8 = {json.loads(line)["work"]: json.loads(line)["per_second"] for line in out.splitlines()}
-
     # Cold starts first: a child forked from a process that already holds PyTorch and a model
     # would report the parent's memory as its own peak.
     print("cold start ...", file=sys.stderr)
@@ -148,15 +139,48 @@ def main():
                                *labels, str(IMAGE)], env) for _ in range(args.cold_runs)]
     py_cold = [run_measured([sys.executable, "-c", COLD_PYTORCH, str(d), str(IMAGE), str(args.threads), *LABELS],
                             env) for _ in range(args.cold_runs)]
-    put("cold_start_seconds", "ours", statistics.median(r[0] for r in ours_cold))
-    put("cold_start_seconds", "pytorch", statistics.median(r[0] for r in py_cold))
-    put("cold_start_peak_rss_mb", "ours", max(r[1] for r in ours_cold))
-    put("cold_start_peak_rss_mb", "pytorch", max(r[1] for r in py_cold))
+    cold["cold_start_seconds"] = {"ours": statistics.median(r[0] for r in ours_cold),
+                                  "pytorch": statistics.median(r[0] for r in py_cold)}
+    cold["cold_start_peak_rss_mb"] = {"ours": max(r[1] for r in ours_cold),
+                                      "pytorch": max(r[1] for r in py_cold)}
     top_ours, top_py = ours_cold[0][2].splitlines()[1].split(":")[0], py_cold[0][2].strip()
     if top_ours != top_py:
         print(f"warning: top label differs: ours {top_ours!r}, PyTorch {top_py!r}", file=sys.stderr)
 
-    print("PyTorch ...", file=sys.stderr)
+    print("loading PyTorch and ONNX Runtime ...", file=sys.stderr)
+    peers = load_peers(d, args, caps)
+
+    def ours(got):
+        bench = [str(ROOT / "target/release/examples/bench"), str(d), "--seconds", str(args.seconds),
+                 "--batches", "1,8,32"]
+        _, _, out = run_measured([*bench, "--texts", str(cap_file)], env)
+        for line in out.splitlines():
+            r = json.loads(line)
+            got.setdefault(r["work"], {})["ours"] = r["per_second"]
+        # Our int8 image tower against the peers' fp32 (the target compares it with PyTorch fp32).
+        _, _, out = run_measured([*bench, "--precision", "int8", "--no-text"], env)
+        for line in out.splitlines():
+            r = json.loads(line)
+            got.setdefault(f"{r['work']} (ours int8)", {})["ours"] = r["per_second"]
+
+    rounds = []
+    for n in range(args.rounds):
+        print(f"round {n + 1} of {args.rounds} ...", file=sys.stderr)
+        got = {}
+        steps = [ours, peers] if n % 2 == 0 else [peers, ours]
+        for step in steps:
+            step(got)
+        for work in list(got):
+            if work.endswith(" (ours int8)"):
+                fp32 = got.get(work.removesuffix(" (ours int8)"), {})
+                got[work].update({e: v for e, v in fp32.items() if e != "ours"})
+        rounds.append(got)
+    print_table(rounds, cold, args)
+
+
+def load_peers(d, args, caps):
+    """PyTorch open_clip and ONNX Runtime on the checkpoint in `d`: a function that measures
+    both and records their throughputs in the dict it is given."""
     import torch
     import make_fixtures as mf
     from open_clip.tokenizer import HFTokenizer
@@ -169,22 +193,17 @@ def main():
     model.eval()
     tok = HFTokenizer(str(d), context_length=256)
     images = {b: torch.randn(b, 3, 224, 224) for b in (1, 8, 32)}
-    with torch.no_grad():
-        for b, x in images.items():
-            put(f"image_batch_{b}", "pytorch", rate(args.seconds, b, lambda: model.encode_image(x)))
-        prompts = tok(["this is a photo of " + l for l in LABELS])
-        put("text_prompts", "pytorch", rate(args.seconds, len(LABELS), lambda: model.encode_text(prompts)))
-        # The reference pads every caption to 256 tokens, so its cost per caption does not
-        # depend on the caption: 64 of them measure its rate without minutes of waiting.
-        cap_ids = tok(caps[:64])
+    prompts = tok(["this is a photo of " + l for l in LABELS])
+    # The reference pads every caption to 256 tokens, so its cost per caption does not
+    # depend on the caption: 64 of them measure its rate without minutes of waiting.
+    cap_ids = tok(caps[:64])
 
-        def some_captions():
-            for i in range(0, len(cap_ids), 32):
-                model.encode_text(cap_ids[i:i + 32])
-        put("text_captions", "pytorch", rate(args.seconds, len(cap_ids), some_captions))
+    def some_captions():
+        for i in range(0, len(cap_ids), 32):
+            model.encode_text(cap_ids[i:i + 32])
 
+    sess = None
     if not args.skip_onnx:
-        print("ONNX Runtime ...", file=sys.stderr)
         import onnxruntime as ort
         onnx_path = Path(tempfile.mkdtemp()) / "visual.onnx"
 
@@ -196,22 +215,31 @@ def main():
             def forward(self, x):
                 return self.m.encode_image(x)
 
-        torch.onnx.export(Visual(model), images[1], str(onnx_path), input_names=["pixels"],
-                          output_names=["features"], dynamic_axes={"pixels": {0: "batch"}},
-                          opset_version=17, dynamo=False)
+        with torch.no_grad():
+            torch.onnx.export(Visual(model), images[1], str(onnx_path), input_names=["pixels"],
+                              output_names=["features"], dynamic_axes={"pixels": {0: "batch"}},
+                              opset_version=17, dynamo=False)
         so = ort.SessionOptions()
         so.intra_op_num_threads = args.threads
         sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-        for b, x in images.items():
-            xn = x.numpy()
-            put(f"image_batch_{b}", "onnxruntime", rate(args.seconds, b, lambda: sess.run(None, {"pixels": xn})))
-    # Our int8 image tower against the peers' fp32 (the target compares it with PyTorch fp32).
-    for work, value in int8.items():
-        results[f"{work} (ours int8)"] = {**results.get(work, {}), "ours": value}
-    print_table(results, args)
+
+    def measure(got):
+        def put(work, engine, value):
+            got.setdefault(work, {})[engine] = value
+        with torch.no_grad():
+            for b, x in images.items():
+                put(f"image_batch_{b}", "pytorch", rate(args.seconds, b, lambda: model.encode_image(x)))
+            put("text_prompts", "pytorch", rate(args.seconds, len(LABELS), lambda: model.encode_text(prompts)))
+            put("text_captions", "pytorch", rate(args.seconds, len(cap_ids), some_captions))
+        if sess is not None:
+            for b, x in images.items():
+                xn = x.numpy()
+                put(f"image_batch_{b}", "onnxruntime", rate(args.seconds, b, lambda: sess.run(None, {"pixels": xn})))
+
+    return measure
 
 
-def print_table(results, args):
+def print_table(rounds, cold, args):
     flags = ""
     try:
         for line in open("/proc/cpuinfo"):
@@ -223,27 +251,39 @@ def print_table(results, args):
     except (OSError, StopIteration):
         model = platform.processor()
     print(f"\nMachine: {model}, {os.cpu_count()} cores, flags: {flags}; threads {args.threads}; "
-          f"{args.seconds:.0f} s per measurement\n")
+          f"{len(rounds)} rounds of {args.seconds:g} s per measurement\n")
     print("| work | ours | PyTorch | ONNX Runtime | ours / PyTorch | ours / ORT |")
     print("|---|---|---|---|---|---|")
-    units = {"cold_start_seconds": "s", "cold_start_peak_rss_mb": "MB"}
-    lower_is_better = {"cold_start_seconds", "cold_start_peak_rss_mb"}
-    for work, r in results.items():
-        unit = units.get(work, "/s")
-        cell = lambda e: f"{r[e]:.2f} {unit}" if e in r else "-"
-        def ratio(peer):
-            if peer not in r or "ours" not in r:
-                return "-"
-            x = r[peer] / r["ours"] if work in lower_is_better else r["ours"] / r[peer]
-            return f"{x:.2f}x"
-        print(f"| {work} | {cell('ours')} | {cell('pytorch')} | {cell('onnxruntime')} | "
-              f"{ratio('pytorch')} | {ratio('onnxruntime')} |")
-    if "image_batch_1" in results:
-        r = results["image_batch_1"]
-        lat = " / ".join(f"{e} {1000 / v:.0f} ms" for e, v in r.items())
-        print(f"\nImage latency at batch 1: {lat}.")
-    print("\nRatios are speed-ups (for cold start and memory: how many times less). Rows marked "
-          "'ours int8' run our image tower with --precision int8 against the peers in fp32.")
+    engines = ("ours", "pytorch", "onnxruntime")
+    for work in rounds[0]:
+        per_round = [r.get(work, {}) for r in rounds]
+        cells, ratios = [], []
+        for e in engines:
+            values = [r[e] for r in per_round if e in r]
+            cells.append(f"{statistics.median(values):.2f} /s" if values else "-")
+        for peer in engines[1:]:
+            x = [r["ours"] / r[peer] for r in per_round if "ours" in r and peer in r]
+            ratios.append(f"{statistics.median(x):.2f}x" if x else "-")
+        print(f"| {work} | {' | '.join(cells)} | {' | '.join(ratios)} |")
+    for work, r in cold.items():
+        fmt = "{:.2f} s" if work == "cold_start_seconds" else "{:,.0f} MB"
+        print(f"| {work} | {fmt.format(r['ours'])} | {fmt.format(r['pytorch'])} | - | "
+              f"{r['pytorch'] / r['ours']:.2f}x | - |")
+    print("\nPer-round ratios to PyTorch (ours / PyTorch, round by round):")
+    for work in rounds[0]:
+        x = [r[work]["ours"] / r[work]["pytorch"] for r in rounds
+             if "ours" in r.get(work, {}) and "pytorch" in r.get(work, {})]
+        print(f"- {work}: " + ", ".join(f"{v:.2f}x" for v in x))
+    lat = []
+    for e in engines:
+        values = [r["image_batch_1"][e] for r in rounds if e in r.get("image_batch_1", {})]
+        if values:
+            lat.append(f"{e} {1000 / statistics.median(values):.0f} ms")
+    if lat:
+        print(f"\nImage latency at batch 1 (median): {' / '.join(lat)}.")
+    print("\nRatios are speed-ups (for cold start and memory: how many times less); for throughputs "
+          "the median of the per-round ratios. Rows marked 'ours int8' run our image tower with "
+          "--precision int8 against the peers in fp32.")
 
 
 if __name__ == "__main__":
