@@ -110,16 +110,11 @@ print(labels[int(probs.argmax())])
 
 
 EXPORT_ONNX = r'''
-import json, sys, torch
+import sys, torch
 from pathlib import Path
-import make_fixtures as mf
+from bench import load_reference
 d, out = Path(sys.argv[1]), sys.argv[2]
-cfg = json.loads((d / "open_clip_config.json").read_text())
-model = mf.build_model(d, cfg, json.loads((d / "config.json").read_text()), None)
-sd = torch.load(d / "open_clip_pytorch_model.bin", map_location="cpu")
-sd.pop("text.transformer.embeddings.position_ids", None)
-model.load_state_dict(sd)
-model.eval()
+model = load_reference(d)
 
 
 class Visual(torch.nn.Module):
@@ -207,19 +202,26 @@ def main():
     print_table(rounds, cold, args)
 
 
-def load_peers(d, args, caps):
-    """PyTorch open_clip and ONNX Runtime on the checkpoint in `d`: a function that measures
-    both and records their throughputs in the dict it is given."""
+def load_reference(d):
+    """The PyTorch open_clip model of the checkpoint in `d`, in eval mode."""
     import torch
     import make_fixtures as mf
-    from open_clip.tokenizer import HFTokenizer
-    torch.set_num_threads(args.threads)
     cfg = json.loads((d / "open_clip_config.json").read_text())
     model = mf.build_model(d, cfg, json.loads((d / "config.json").read_text()), None)
     sd = torch.load(d / "open_clip_pytorch_model.bin", map_location="cpu")
     sd.pop("text.transformer.embeddings.position_ids", None)
     model.load_state_dict(sd)
     model.eval()
+    return model
+
+
+def load_peers(d, args, caps):
+    """PyTorch open_clip and ONNX Runtime on the checkpoint in `d`: a function that measures
+    both and records their throughputs in the dict it is given."""
+    import torch
+    from open_clip.tokenizer import HFTokenizer
+    torch.set_num_threads(args.threads)
+    model = load_reference(d)
     tok = HFTokenizer(str(d), context_length=256)
     images = {b: torch.randn(b, 3, 224, 224) for b in (1, 8, 32)}
     prompts = tok(["this is a photo of " + l for l in LABELS])
@@ -239,7 +241,7 @@ def load_peers(d, args, caps):
         # slower on the text tower (prompts 1.96 -> 1.29 and 1.75 -> 1.20 per second in two
         # runs), which would flatter our ratios.
         subprocess.run([sys.executable, "-c", EXPORT_ONNX, str(d), str(onnx_path)], check=True,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT / "tools" / "reference")))
+                       env=dict(os.environ, PYTHONPATH=str(ROOT / "tools" / "bench")))
         so = ort.SessionOptions()
         so.intra_op_num_threads = args.threads
         sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])

@@ -37,12 +37,11 @@ enum Store {
 
 /// Where each tensor storage's bytes lie in a PyTorch zip, for the uncompressed ones.
 fn stored_entries(
-    path: &Path,
+    map: &Mmap,
     pth: &PthTensors,
 ) -> std::io::Result<HashMap<String, (usize, usize)>> {
-    let file = File::open(path)?;
     let mut zip =
-        zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(std::io::Error::other)?;
+        zip::ZipArchive::new(std::io::Cursor::new(&map[..])).map_err(std::io::Error::other)?;
     let mut out = HashMap::new();
     for info in pth.tensor_infos().values() {
         if out.contains_key(&info.path) {
@@ -152,7 +151,7 @@ impl Weights {
                 .map(|(k, v)| (k.clone(), v.layout.shape().dims().to_vec()))
                 .collect();
             // Without offsets every tensor goes through candle's reader: slower, same values.
-            let stored = stored_entries(path, &pth).unwrap_or_default();
+            let stored = stored_entries(&map, &pth).unwrap_or_default();
             (Store::Pickle { pth, stored }, shapes)
         };
         if stored.is_empty() {
