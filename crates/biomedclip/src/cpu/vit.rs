@@ -1,6 +1,6 @@
 //! The image tower on the CPU engine (same model as [`crate::vision`]).
 
-use super::kernels::{attention, layer_norm, Epilogue, Linear};
+use super::kernels::{attention, first_token_attention, layer_norm, Epilogue, Linear};
 use super::{linear, norm, Norm};
 use crate::config::VisionDims;
 use crate::error::Result;
@@ -121,7 +121,10 @@ impl Vit {
         let mut h = vec![0f32; rows * c];
         let mut qkv = vec![0f32; rows * 3 * c];
         let mut mlp = vec![0f32; rows * d.mlp_width];
-        for blk in &self.blocks {
+        let Some((last, body)) = self.blocks.split_last() else {
+            unreachable!("a ViT has at least one block")
+        };
+        for blk in body {
             layer_norm(&x, &mut h, &blk.norm1.gamma, &blk.norm1.beta, blk.norm1.eps);
             blk.qkv.forward(&h, rows, &mut qkv, Epilogue::Overwrite);
             attention(&qkv, batch, n, d.heads, c, &[], &mut h);
@@ -130,11 +133,34 @@ impl Vit {
             blk.fc1.forward(&h, rows, &mut mlp, Epilogue::Gelu);
             blk.fc2.forward(&mlp, rows, &mut x, Epilogue::Accumulate);
         }
-        // The final norm is per token, so normalising the class tokens alone is enough.
+        // Only the class tokens of the last block are read (the final norm is per token and
+        // the head takes token 0), so past the keys and values of every token the last block
+        // runs on `batch` rows: about 7% of the tower's work saved at 197 tokens.
+        layer_norm(
+            &x,
+            &mut h,
+            &last.norm1.gamma,
+            &last.norm1.beta,
+            last.norm1.eps,
+        );
+        last.qkv.forward(&h, rows, &mut qkv, Epilogue::Overwrite);
         let mut cls = vec![0f32; batch * c];
         for b in 0..batch {
             cls[b * c..(b + 1) * c].copy_from_slice(&x[b * n * c..b * n * c + c]);
         }
+        drop(x);
+        first_token_attention(&qkv, batch, n, d.heads, c, &[], &mut h);
+        last.proj.forward(&h, batch, &mut cls, Epilogue::Accumulate);
+        layer_norm(
+            &cls,
+            &mut h[..batch * c],
+            &last.norm2.gamma,
+            &last.norm2.beta,
+            last.norm2.eps,
+        );
+        last.fc1.forward(&h, batch, &mut mlp, Epilogue::Gelu);
+        last.fc2
+            .forward(&mlp, batch, &mut cls, Epilogue::Accumulate);
         let mut normed = vec![0f32; batch * c];
         layer_norm(
             &cls,
