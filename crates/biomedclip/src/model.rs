@@ -8,6 +8,7 @@ use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
 use crate::config::{BertJsonConfig, ModelDims, OpenClipConfig};
+use crate::cpu::attention::Segments;
 use crate::error::{Error, Result};
 use crate::hub::{ModelFiles, ModelSource};
 use crate::layers::l2_normalize;
@@ -26,8 +27,39 @@ fn normalized(x: &[f32]) -> Vec<f32> {
 
 /// Images encoded per forward pass.
 pub const IMAGE_BATCH: usize = 8;
-/// Texts encoded per forward pass.
+/// Texts encoded per forward pass of the candle text tower (padded to the longest of them).
 pub const TEXT_BATCH: usize = 32;
+/// Tokens per forward pass of the CPU engine's text tower, whose sequences are packed one
+/// after the other without padding (a sequence longer than this still goes alone). About 32
+/// captions; larger passes measured slower (their activations outgrow the cache).
+pub const TEXT_TOKENS: usize = 2048;
+
+/// Consecutive runs of `items` whose sizes add up to at most `budget` (an item larger than
+/// the budget makes a run of its own).
+fn packed_chunks<'a>(
+    items: &'a [usize],
+    size: impl Fn(usize) -> usize + 'a,
+    budget: usize,
+) -> impl Iterator<Item = &'a [usize]> + 'a {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut total = 0;
+        let end = rest
+            .iter()
+            .position(|&i| {
+                total += size(i);
+                total > budget
+            })
+            .unwrap_or(rest.len())
+            .max(1);
+        let (chunk, tail) = rest.split_at(end);
+        rest = tail;
+        Some(chunk)
+    })
+}
 
 /// Which implementation runs the towers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -298,7 +330,8 @@ impl BiomedClip {
     }
 
     /// Encodes token id sequences (each `[CLS] ... [SEP]`) into L2-normalised embeddings.
-    /// Sequences are grouped by length and padded to the longest of their batch.
+    /// The CPU engine packs about [`TEXT_TOKENS`] tokens per pass without padding; candle
+    /// groups sequences by length and pads each batch to its longest.
     pub fn encode_token_ids(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
         let max = self.dims.text.max_positions;
         if let Some((i, s)) = ids
@@ -315,31 +348,35 @@ impl BiomedClip {
         order.sort_by_key(|&i| ids[i].len());
         let mut out = vec![Vec::new(); ids.len()];
         let pad = self.tokenizer.pad_id();
-        for chunk in order.chunks(TEXT_BATCH) {
-            let len = chunk.iter().map(|&i| ids[i].len()).max().unwrap_or(1);
-            let mut flat = Vec::with_capacity(chunk.len() * len);
-            for &i in chunk {
-                flat.extend_from_slice(&ids[i]);
-                flat.extend(std::iter::repeat_n(pad, len - ids[i].len()));
-            }
-            let emb: Vec<Vec<f32>> = match &self.towers {
-                Towers::Cpu(_, bert) => {
-                    let feats = bert.forward(&flat, chunk.len(), len, pad);
-                    feats
-                        .chunks_exact(self.dims.embed_dim)
-                        .map(normalized)
-                        .collect()
+        match &self.towers {
+            Towers::Cpu(_, bert) => {
+                for chunk in packed_chunks(&order, |i| ids[i].len(), TEXT_TOKENS) {
+                    let seqs = Segments::from_lens(chunk.iter().map(|&i| ids[i].len()));
+                    let flat: Vec<u32> =
+                        chunk.iter().flat_map(|&i| ids[i].iter().copied()).collect();
+                    let feats = bert.forward(&flat, &seqs, pad);
+                    for (&i, e) in chunk.iter().zip(feats.chunks_exact(self.dims.embed_dim)) {
+                        out[i] = normalized(e);
+                    }
                 }
-                Towers::Candle(_, text) => {
+            }
+            Towers::Candle(_, text) => {
+                for chunk in order.chunks(TEXT_BATCH) {
+                    let len = chunk.iter().map(|&i| ids[i].len()).max().unwrap_or(1);
+                    let mut flat = Vec::with_capacity(chunk.len() * len);
+                    for &i in chunk {
+                        flat.extend_from_slice(&ids[i]);
+                        flat.extend(std::iter::repeat_n(pad, len - ids[i].len()));
+                    }
                     // The reference's mask: every id that is not [PAD].
                     let mask: Vec<u32> = flat.iter().map(|&t| (t != pad) as u32).collect();
                     let ids_t = Tensor::from_vec(flat, (chunk.len(), len), &self.device)?;
                     let mask_t = Tensor::from_vec(mask, (chunk.len(), len), &self.device)?;
-                    l2_normalize(&text.forward(&ids_t, &mask_t)?)?.to_vec2::<f32>()?
+                    let emb = l2_normalize(&text.forward(&ids_t, &mask_t)?)?.to_vec2::<f32>()?;
+                    for (&i, e) in chunk.iter().zip(emb) {
+                        out[i] = e;
+                    }
                 }
-            };
-            for (&i, e) in chunk.iter().zip(emb) {
-                out[i] = e;
             }
         }
         Ok(out)
@@ -357,5 +394,20 @@ impl BiomedClip {
     /// Zero-shot probabilities: `softmax(logit_scale * image . text)` over the texts.
     pub fn probabilities(&self, image: &[f32], texts: &[Vec<f32>]) -> Vec<f32> {
         crate::scores::zero_shot_probabilities(image, texts, self.logit_scale)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::packed_chunks;
+
+    #[test]
+    fn packed_chunks_fill_the_budget_and_keep_every_item() {
+        let sizes = [3, 4, 2, 9, 1, 1, 5];
+        let items: Vec<usize> = (0..sizes.len()).collect();
+        let chunks: Vec<&[usize]> = packed_chunks(&items, |i| sizes[i], 8).collect();
+        // 3+4 (adding 2 would pass 8), 2, 9 alone (over the budget), 1+1+5.
+        assert_eq!(chunks, [&[0, 1][..], &[2], &[3], &[4, 5, 6]]);
+        assert_eq!(packed_chunks(&[], |_| 1, 8).count(), 0);
     }
 }

@@ -1,8 +1,7 @@
 //! The text tower on the CPU engine (same model as [`crate::text`]).
 
-use super::kernels::{
-    attention, first_token_attention, gelu, layer_norm_inplace, Epilogue, Linear,
-};
+use super::attention::{attention, first_token_attention, Segments};
+use super::kernels::{gelu, layer_norm_inplace, Epilogue, Linear};
 use super::{linear, norm, Norm};
 use crate::config::{TextDims, TextPooling, TextProjection};
 use crate::error::Result;
@@ -101,27 +100,38 @@ impl Bert {
         })
     }
 
-    /// `[batch, len]` ids (`pad` where padded) -> `[batch, embed_dim]` features.
-    pub fn forward(&self, ids: &[u32], batch: usize, len: usize, pad: u32) -> Vec<f32> {
+    /// Token ids of `seqs.count()` sequences packed one after the other (`seqs` says where
+    /// each lies; no padding needed) -> `[seqs.count(), embed_dim]` features. Ids equal to
+    /// `pad` are masked as keys, as the reference's `input_ids != pad` mask does.
+    pub fn forward(&self, ids: &[u32], seqs: &Segments, pad: u32) -> Vec<f32> {
         let d = &self.dims;
         let h = d.hidden;
-        let rows = batch * len;
+        let rows = seqs.tokens();
+        let batch = seqs.count();
+        assert_eq!(ids.len(), rows, "ids and segments disagree");
         let mut x = vec![0f32; rows * h];
-        for (r, &id) in ids.iter().enumerate() {
-            let xr = &mut x[r * h..(r + 1) * h];
-            let word = &self.word_embeddings[id as usize * h..(id as usize + 1) * h];
-            let pos = &self.position_embeddings[(r % len) * h..(r % len + 1) * h];
-            for (((v, w), p), t) in xr.iter_mut().zip(word).zip(pos).zip(&self.token_type) {
-                *v = w + p + t;
+        for b in 0..batch {
+            for (pos, r) in seqs.range(b).enumerate() {
+                let id = ids[r] as usize;
+                let xr = &mut x[r * h..(r + 1) * h];
+                let word = &self.word_embeddings[id * h..(id + 1) * h];
+                let pos = &self.position_embeddings[pos * h..(pos + 1) * h];
+                for (((v, w), p), t) in xr.iter_mut().zip(word).zip(pos).zip(&self.token_type) {
+                    *v = w + p + t;
+                }
             }
         }
         let en = &self.embed_norm;
         layer_norm_inplace(&mut x, &en.gamma, &en.beta, en.eps);
-        // transformers' extended mask: finfo(float32).min on padding keys.
-        let mask: Vec<f32> = ids
-            .iter()
-            .map(|&t| if t == pad { f32::MIN } else { 0.0 })
-            .collect();
+        // transformers' extended mask: finfo(float32).min on padding keys; none needed when
+        // no id is [PAD] (sequences are packed, not padded).
+        let mask: Vec<f32> = if ids.contains(&pad) {
+            ids.iter()
+                .map(|&t| if t == pad { f32::MIN } else { 0.0 })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut qkv = vec![0f32; rows * 3 * h];
         let mut a = vec![0f32; rows * h];
         let mut mlp = vec![0f32; rows * d.intermediate];
@@ -132,10 +142,10 @@ impl Bert {
             if cls_only && i == last {
                 // Only the [CLS] outputs of the last layer are pooled: the rest is skipped.
                 let mut cls = vec![0f32; batch * h];
-                for b in 0..batch {
-                    cls[b * h..(b + 1) * h].copy_from_slice(&x[b * len * h..b * len * h + h]);
+                for (b, r) in seqs.firsts().enumerate() {
+                    cls[b * h..(b + 1) * h].copy_from_slice(&x[r * h..(r + 1) * h]);
                 }
-                first_token_attention(&qkv, batch, len, d.heads, h, &mask, &mut a);
+                first_token_attention(&qkv, seqs, d.heads, h, &mask, &mut a);
                 l.attn_out
                     .forward(&a, batch, &mut cls, Epilogue::Accumulate);
                 layer_norm_inplace(
@@ -154,12 +164,12 @@ impl Bert {
                     &l.out_norm.beta,
                     l.out_norm.eps,
                 );
-                for b in 0..batch {
-                    x[b * len * h..b * len * h + h].copy_from_slice(&cls[b * h..(b + 1) * h]);
+                for (b, r) in seqs.firsts().enumerate() {
+                    x[r * h..(r + 1) * h].copy_from_slice(&cls[b * h..(b + 1) * h]);
                 }
                 break;
             }
-            attention(&qkv, batch, len, d.heads, h, &mask, &mut a);
+            attention(&qkv, seqs, d.heads, h, &mask, &mut a);
             // Post-norm: x = LN(x + dense(a)); then x = LN(x + output(gelu(intermediate(x)))).
             l.attn_out.forward(&a, rows, &mut x, Epilogue::Accumulate);
             layer_norm_inplace(
@@ -175,19 +185,17 @@ impl Bert {
         let mut pooled = vec![0f32; batch * h];
         for b in 0..batch {
             let dst = &mut pooled[b * h..(b + 1) * h];
+            let tokens = seqs.range(b);
             match d.pooling {
                 TextPooling::ClsLastHiddenState => {
-                    dst.copy_from_slice(&x[b * len * h..b * len * h + h])
+                    dst.copy_from_slice(&x[tokens.start * h..(tokens.start + 1) * h])
                 }
                 TextPooling::Mean => {
                     let mut count = 0.0;
-                    for j in 0..len {
-                        if ids[b * len + j] != pad {
+                    for r in tokens {
+                        if ids[r] != pad {
                             count += 1.0;
-                            for (o, v) in dst
-                                .iter_mut()
-                                .zip(&x[(b * len + j) * h..(b * len + j + 1) * h])
-                            {
+                            for (o, v) in dst.iter_mut().zip(&x[r * h..(r + 1) * h]) {
                                 *o += v;
                             }
                         }

@@ -2,6 +2,7 @@
 //! reusing activation buffers across layers. Same weights and the same arithmetic as the
 //! candle towers ([`crate::vision`], [`crate::text`]), which serve other devices.
 
+pub mod attention;
 pub mod bert;
 pub mod int8;
 pub mod kernels;

@@ -1,6 +1,7 @@
 //! The image tower on the CPU engine (same model as [`crate::vision`]).
 
-use super::kernels::{attention, first_token_attention, layer_norm, Epilogue, Linear};
+use super::attention::{attention, first_token_attention, Segments};
+use super::kernels::{layer_norm, Epilogue, Linear};
 use super::{linear, norm, Norm};
 use crate::config::VisionDims;
 use crate::error::Result;
@@ -121,13 +122,14 @@ impl Vit {
         let mut h = vec![0f32; rows * c];
         let mut qkv = vec![0f32; rows * 3 * c];
         let mut mlp = vec![0f32; rows * d.mlp_width];
+        let seqs = Segments::uniform(batch, n);
         let Some((last, body)) = self.blocks.split_last() else {
             unreachable!("a ViT has at least one block")
         };
         for blk in body {
             layer_norm(&x, &mut h, &blk.norm1.gamma, &blk.norm1.beta, blk.norm1.eps);
             blk.qkv.forward(&h, rows, &mut qkv, Epilogue::Overwrite);
-            attention(&qkv, batch, n, d.heads, c, &[], &mut h);
+            attention(&qkv, &seqs, d.heads, c, &[], &mut h);
             blk.proj.forward(&h, rows, &mut x, Epilogue::Accumulate);
             layer_norm(&x, &mut h, &blk.norm2.gamma, &blk.norm2.beta, blk.norm2.eps);
             blk.fc1.forward(&h, rows, &mut mlp, Epilogue::Gelu);
@@ -149,7 +151,7 @@ impl Vit {
             cls[b * c..(b + 1) * c].copy_from_slice(&x[b * n * c..b * n * c + c]);
         }
         drop(x);
-        first_token_attention(&qkv, batch, n, d.heads, c, &[], &mut h);
+        first_token_attention(&qkv, &seqs, d.heads, c, &[], &mut h);
         last.proj.forward(&h, batch, &mut cls, Epilogue::Accumulate);
         layer_norm(
             &cls,
