@@ -256,6 +256,8 @@ impl Linear {
         debug_assert!(x.len() >= rows * k && out.len() >= rows * n);
         let out = &mut out[..rows * n];
         let accumulate = match (epilogue, &self.bias) {
+            // The bias is added in the GELU pass (one pass over the output fewer).
+            (Epilogue::Gelu, _) => false,
             (Epilogue::Accumulate, Some(b)) => {
                 add_rows(out, b);
                 true
@@ -285,7 +287,10 @@ impl Linear {
             );
         }
         if epilogue == Epilogue::Gelu {
-            gelu(out);
+            match &self.bias {
+                Some(b) => bias_gelu(out, b),
+                None => gelu(out),
+            }
         }
     }
 }
@@ -407,6 +412,33 @@ pub fn gelu(x: &mut [f32]) {
         x.par_chunks_mut(1 << 14).for_each(gelu_serial);
     } else {
         gelu_serial(x);
+    }
+}
+
+#[inline(always)]
+fn bias_gelu_impl(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            let y = *v + b;
+            *v = 0.5 * y * (1.0 + erf_approx(y * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    }
+}
+
+dispatch!(
+    /// `gelu(x + bias)` in place, `bias` added to each row.
+    pub fn bias_gelu_serial(x: &mut [f32], bias: &[f32]) => bias_gelu_impl
+);
+
+/// `gelu(x + bias)` in place over `[rows, bias.len()]`, in parallel for large buffers.
+pub fn bias_gelu(x: &mut [f32], bias: &[f32]) {
+    let n = bias.len();
+    if x.len() >= 1 << 16 && threads() > 1 {
+        let rows_per_task = ((1 << 14) / n).max(1) * n;
+        x.par_chunks_mut(rows_per_task)
+            .for_each(|chunk| bias_gelu_serial(chunk, bias));
+    } else {
+        bias_gelu_serial(x, bias);
     }
 }
 
