@@ -394,10 +394,16 @@ pub fn erf_approx(x: f32) -> f32 {
     p / q
 }
 
+/// Exact (erf) GELU of one value.
+#[inline(always)]
+fn gelu_value(y: f32) -> f32 {
+    0.5 * y * (1.0 + erf_approx(y * std::f32::consts::FRAC_1_SQRT_2))
+}
+
 #[inline(always)]
 pub(crate) fn gelu_impl(x: &mut [f32]) {
     for v in x.iter_mut() {
-        *v = 0.5 * *v * (1.0 + erf_approx(*v * std::f32::consts::FRAC_1_SQRT_2));
+        *v = gelu_value(*v);
     }
 }
 
@@ -419,8 +425,7 @@ pub fn gelu(x: &mut [f32]) {
 fn bias_gelu_impl(x: &mut [f32], bias: &[f32]) {
     for row in x.chunks_exact_mut(bias.len()) {
         for (v, b) in row.iter_mut().zip(bias) {
-            let y = *v + b;
-            *v = 0.5 * y * (1.0 + erf_approx(y * std::f32::consts::FRAC_1_SQRT_2));
+            *v = gelu_value(*v + b);
         }
     }
 }
