@@ -17,7 +17,8 @@
 
 use rayon::prelude::*;
 
-use super::kernels::{gelu_serial, lanes, nearest, threads, Epilogue};
+use super::kernels::{gelu_serial, lanes, layer_norm_serial, nearest, threads, Epilogue};
+use super::Norm;
 
 /// Largest weight magnitude after quantization.
 pub const WEIGHT_MAX: i32 = 127;
@@ -89,10 +90,41 @@ impl Int8Weight {
         out: &mut [f32],
         epilogue: Epilogue,
     ) {
-        let (k, n) = (self.in_dim, self.out_dim);
-        assert!(x.len() >= rows * k && out.len() >= rows * n, "buffer sizes");
-        let kp = padded(k, KU);
-        let acts = QuantizedRows::new(&x[..rows * k], rows, k, kp);
+        let k = self.in_dim;
+        assert!(x.len() >= rows * k, "input size");
+        let acts = QuantizedRows::new(&x[..rows * k], rows, k, padded(k, KU), None);
+        self.product(&acts, rows, bias, out, epilogue);
+    }
+
+    /// [`Int8Weight::forward`] of `LayerNorm(x)`: each row is normalised and quantized in one
+    /// step, without writing the normalised floats out and reading them back.
+    pub fn forward_normed(
+        &self,
+        x: &[f32],
+        rows: usize,
+        norm: &Norm,
+        bias: Option<&[f32]>,
+        out: &mut [f32],
+        epilogue: Epilogue,
+    ) {
+        let k = self.in_dim;
+        assert!(x.len() >= rows * k && norm.gamma.len() == k, "input size");
+        let acts = QuantizedRows::new(&x[..rows * k], rows, k, padded(k, KU), Some(norm));
+        self.product(&acts, rows, bias, out, epilogue);
+    }
+
+    /// The product of quantized rows with this weight, dequantised into `out` by `epilogue`.
+    fn product(
+        &self,
+        acts: &QuantizedRows,
+        rows: usize,
+        bias: Option<&[f32]>,
+        out: &mut [f32],
+        epilogue: Epilogue,
+    ) {
+        let n = self.out_dim;
+        assert!(out.len() >= rows * n, "output size");
+        let kp = acts.stride;
         // Tasks: blocks of rows whose activation bytes stay in L2, times groups of panels.
         let row_block = ((160 * 1024 / kp) / MR * MR).clamp(MR, 256);
         let panels = padded(n, NR) / NR;
@@ -117,7 +149,7 @@ impl Int8Weight {
                 for p in p0..p1 {
                     // SAFETY: tasks cover disjoint (row, column) ranges of `out`, which
                     // outlives the parallel loop.
-                    unsafe { kernel.panel_store(&acts, r0..r1, self, p, bias, &dst, epilogue) };
+                    unsafe { kernel.panel_store(acts, r0..r1, self, p, bias, &dst, epilogue) };
                 }
             });
     }
@@ -208,14 +240,27 @@ impl QuantizedRows {
         &self.data[r * self.stride..(r + m) * self.stride]
     }
 
-    fn new(x: &[f32], rows: usize, k: usize, kp: usize) -> QuantizedRows {
+    /// Quantizes `rows` rows of `k` floats (after a LayerNorm when `norm` is given) into
+    /// rows of `kp` bytes.
+    fn new(x: &[f32], rows: usize, k: usize, kp: usize, norm: Option<&Norm>) -> QuantizedRows {
         let mut data = vec![0u8; rows * kp];
         let mut params = vec![(0f32, 0i32); rows];
         data.par_chunks_mut(kp)
             .zip(x.par_chunks(k))
             .zip(params.par_iter_mut())
             .with_min_len(16)
-            .for_each(|((q, row), param)| *param = quantize_row(row, &mut q[..k]));
+            .for_each_init(
+                || vec![0f32; if norm.is_some() { k } else { 0 }],
+                |normed, ((q, row), param)| {
+                    *param = match norm {
+                        Some(n) => {
+                            layer_norm_serial(row, normed, &n.gamma, &n.beta, n.eps);
+                            quantize_row(normed, &mut q[..k])
+                        }
+                        None => quantize_row(row, &mut q[..k]),
+                    }
+                },
+            );
         let (scales, zero_points) = params.into_iter().unzip();
         QuantizedRows {
             data,
@@ -585,7 +630,7 @@ mod tests {
             assert!(err < 0.02 * scale, "max error {err} against scale {scale}");
         }
 
-        let acts = QuantizedRows::new(&x, rows, k, padded(k, KU));
+        let acts = QuantizedRows::new(&x, rows, k, padded(k, KU), None);
         for p in 0..padded(n, NR) / NR {
             for r in (0..rows).step_by(MR) {
                 let m = (rows - r).min(MR);
@@ -594,6 +639,27 @@ mod tests {
                 assert_eq!(portable[..m], detected[..m], "panel {p}, rows {r}..");
             }
         }
+    }
+
+    #[test]
+    fn normalising_while_quantizing_equals_normalising_first() {
+        let (rows, k, n) = (21, 40, 19);
+        let mut seed = 11;
+        let x: Vec<f32> = (0..rows * k).map(|_| lcg(&mut seed) * 5.0 + 2.0).collect();
+        let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut seed) * 0.3).collect();
+        let norm = Norm {
+            gamma: (0..k).map(|_| 1.0 + lcg(&mut seed) * 0.5).collect(),
+            beta: (0..k).map(|_| lcg(&mut seed) * 0.1).collect(),
+            eps: 1e-6,
+        };
+        let q = Int8Weight::quantize(&w, n, k);
+        let mut normed = vec![0f32; rows * k];
+        crate::cpu::kernels::layer_norm(&x, &mut normed, &norm.gamma, &norm.beta, norm.eps);
+        let mut first = vec![0f32; rows * n];
+        q.forward(&normed, rows, None, &mut first, Epilogue::Gelu);
+        let mut fused = vec![0f32; rows * n];
+        q.forward_normed(&x, rows, &norm, None, &mut fused, Epilogue::Gelu);
+        assert_eq!(first, fused);
     }
 
     #[test]
@@ -625,7 +691,7 @@ mod tests {
             .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
             .collect();
         let q = Int8Weight::quantize(&w, NR, k);
-        let acts = QuantizedRows::new(&x, 1, k, k);
+        let acts = QuantizedRows::new(&x, 1, k, k, None);
         assert_eq!(acts.data[0], ACTIVATION_MAX as u8);
         let all_positive = Int8Weight::quantize(&vec![1.0f32; NR * k], NR, k);
         let got = Kernel::detect().tile(&acts, 0, 1, &all_positive, 0);

@@ -10,6 +10,7 @@
 use gemm::Parallelism;
 
 use super::int8::Int8Weight;
+use super::Norm;
 use crate::floats::Floats;
 use rayon::prelude::*;
 
@@ -245,6 +246,27 @@ impl Linear {
             ));
             self.weight = Floats::default();
         }
+    }
+
+    /// Applies the layer to `LayerNorm(x)` for `rows` rows of `x`. The float path writes the
+    /// normalised rows into `normed` first; the int8 path quantizes each normalised row
+    /// directly and leaves `normed` as it was.
+    pub fn forward_normed(
+        &self,
+        x: &[f32],
+        norm: &Norm,
+        normed: &mut [f32],
+        rows: usize,
+        out: &mut [f32],
+        epilogue: Epilogue,
+    ) {
+        let k = self.in_dim;
+        if let Some(q) = &self.int8 {
+            return q.forward_normed(x, rows, norm, self.bias.as_deref(), out, epilogue);
+        }
+        let normed = &mut normed[..rows * k];
+        layer_norm(&x[..rows * k], normed, &norm.gamma, &norm.beta, norm.eps);
+        self.forward(normed, rows, out, epilogue)
     }
 
     /// Applies the layer to `rows` rows of `x` (`[rows, in_dim]`) into `out` (`[rows, out_dim]`).
