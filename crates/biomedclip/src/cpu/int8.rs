@@ -90,10 +90,7 @@ impl Int8Weight {
         out: &mut [f32],
         epilogue: Epilogue,
     ) {
-        let k = self.in_dim;
-        assert!(x.len() >= rows * k, "input size");
-        let acts = QuantizedRows::new(&x[..rows * k], rows, k, padded(k, KU), None);
-        self.product(&acts, rows, bias, out, epilogue);
+        self.quantized_product(x, rows, None, bias, out, epilogue);
     }
 
     /// [`Int8Weight::forward`] of `LayerNorm(x)`: each row is normalised and quantized in one
@@ -107,24 +104,27 @@ impl Int8Weight {
         out: &mut [f32],
         epilogue: Epilogue,
     ) {
-        let k = self.in_dim;
-        assert!(x.len() >= rows * k && norm.gamma.len() == k, "input size");
-        let acts = QuantizedRows::new(&x[..rows * k], rows, k, padded(k, KU), Some(norm));
-        self.product(&acts, rows, bias, out, epilogue);
+        self.quantized_product(x, rows, Some(norm), bias, out, epilogue);
     }
 
-    /// The product of quantized rows with this weight, dequantised into `out` by `epilogue`.
-    fn product(
+    /// Quantizes the rows of `x` (normalised first when `norm` is given), multiplies them by
+    /// this weight and dequantises the sums into `out` by `epilogue`.
+    fn quantized_product(
         &self,
-        acts: &QuantizedRows,
+        x: &[f32],
         rows: usize,
+        norm: Option<&Norm>,
         bias: Option<&[f32]>,
         out: &mut [f32],
         epilogue: Epilogue,
     ) {
-        let n = self.out_dim;
-        assert!(out.len() >= rows * n, "output size");
-        let kp = acts.stride;
+        let (k, n) = (self.in_dim, self.out_dim);
+        assert!(x.len() >= rows * k && out.len() >= rows * n, "buffer sizes");
+        if let Some(nm) = norm {
+            assert_eq!(nm.gamma.len(), k, "norm width");
+        }
+        let kp = padded(k, KU);
+        let acts = QuantizedRows::new(&x[..rows * k], rows, k, kp, norm);
         // Tasks: blocks of rows whose activation bytes stay in L2, times groups of panels.
         let row_block = ((160 * 1024 / kp) / MR * MR).clamp(MR, 256);
         let panels = padded(n, NR) / NR;
@@ -149,7 +149,7 @@ impl Int8Weight {
                 for p in p0..p1 {
                     // SAFETY: tasks cover disjoint (row, column) ranges of `out`, which
                     // outlives the parallel loop.
-                    unsafe { kernel.panel_store(acts, r0..r1, self, p, bias, &dst, epilogue) };
+                    unsafe { kernel.panel_store(&acts, r0..r1, self, p, bias, &dst, epilogue) };
                 }
             });
     }
