@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 use crate::config::{BertJsonConfig, ModelDims, OpenClipConfig};
 use crate::cpu::attention::Segments;
+use crate::cpu::{kernels, passes};
 use crate::error::{Error, Result};
 use crate::hub::{ModelFiles, ModelSource};
 use crate::layers::l2_normalize;
@@ -34,31 +35,27 @@ pub const TEXT_BATCH: usize = 32;
 /// captions; larger passes measured slower (their activations outgrow the cache).
 pub const TEXT_TOKENS: usize = 2048;
 
-/// Consecutive runs of `items` whose sizes add up to at most `budget` (an item larger than
-/// the budget makes a run of its own).
-fn packed_chunks<'a>(
-    items: &'a [usize],
-    size: impl Fn(usize) -> usize + 'a,
-    budget: usize,
-) -> impl Iterator<Item = &'a [usize]> + 'a {
-    let mut rest = items;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
+/// Splits `items` into at most `parts` consecutive runs of about equal total size (each
+/// item joins the run in which its middle falls); no run is empty.
+fn balanced_chunks(items: &[usize], size: impl Fn(usize) -> usize, parts: usize) -> Vec<&[usize]> {
+    let total: usize = items.iter().map(|&i| size(i)).sum();
+    let (parts, total) = (parts.max(1), total.max(1));
+    let mut chunks = Vec::with_capacity(parts);
+    let (mut start, mut before, mut current) = (0, 0, 0);
+    for (pos, &i) in items.iter().enumerate() {
+        let s = size(i);
+        let run = ((2 * before + s) * parts / (2 * total)).min(parts - 1);
+        if run != current && pos > start {
+            chunks.push(&items[start..pos]);
+            start = pos;
         }
-        let mut total = 0;
-        let end = rest
-            .iter()
-            .position(|&i| {
-                total += size(i);
-                total > budget
-            })
-            .unwrap_or(rest.len())
-            .max(1);
-        let (chunk, tail) = rest.split_at(end);
-        rest = tail;
-        Some(chunk)
-    })
+        current = run;
+        before += s;
+    }
+    if start < items.len() {
+        chunks.push(&items[start..]);
+    }
+    chunks
 }
 
 /// Which implementation runs the towers.
@@ -270,14 +267,24 @@ impl BiomedClip {
                     )));
                 }
             }
-            let flat: Vec<f32> = chunk.iter().flatten().copied().collect();
             match &self.towers {
                 Towers::Cpu(vit, _) => {
-                    let feats = vit.forward(&flat, chunk.len());
+                    let workers = kernels::threads();
+                    let feats = if workers > 1 && chunk.len() >= workers {
+                        // One pass per worker, side by side (see `cpu::passes`).
+                        let parts: Vec<&[Vec<f32>]> =
+                            chunk.chunks(chunk.len().div_ceil(workers)).collect();
+                        passes::parallel_passes(&parts, |part| {
+                            vit.forward(&part.concat(), part.len())
+                        })
+                        .concat()
+                    } else {
+                        vit.forward(&chunk.concat(), chunk.len())
+                    };
                     out.extend(feats.chunks_exact(vit.out_dim()).map(normalized));
                 }
                 Towers::Candle(vision, _) => {
-                    let x = Tensor::from_vec(flat, (chunk.len(), 3, s, s), &self.device)?;
+                    let x = Tensor::from_vec(chunk.concat(), (chunk.len(), 3, s, s), &self.device)?;
                     let emb = l2_normalize(&vision.forward(&x)?)?;
                     out.extend(emb.to_vec2::<f32>()?);
                 }
@@ -350,11 +357,28 @@ impl BiomedClip {
         let pad = self.tokenizer.pad_id();
         match &self.towers {
             Towers::Cpu(_, bert) => {
-                for chunk in packed_chunks(&order, |i| ids[i].len(), TEXT_TOKENS) {
+                let total: usize = ids.iter().map(Vec::len).sum();
+                let workers = kernels::threads();
+                // Enough tokens for a full pass per worker: passes side by side (see
+                // `cpu::passes`); fewer: one pass at a time, its products split across threads.
+                let side_by_side = workers > 1 && total >= workers * TEXT_TOKENS / 2;
+                let mut count = total.div_ceil(TEXT_TOKENS);
+                if side_by_side {
+                    count = count.next_multiple_of(workers);
+                }
+                let chunks = balanced_chunks(&order, |i| ids[i].len(), count);
+                let pass = |chunk: &&[usize]| {
                     let seqs = Segments::from_lens(chunk.iter().map(|&i| ids[i].len()));
                     let flat: Vec<u32> =
                         chunk.iter().flat_map(|&i| ids[i].iter().copied()).collect();
-                    let feats = bert.forward(&flat, &seqs, pad);
+                    bert.forward(&flat, &seqs, pad)
+                };
+                let feats = if side_by_side {
+                    passes::parallel_passes(&chunks, pass)
+                } else {
+                    chunks.iter().map(pass).collect()
+                };
+                for (chunk, feats) in chunks.iter().zip(feats) {
                     for (&i, e) in chunk.iter().zip(feats.chunks_exact(self.dims.embed_dim)) {
                         out[i] = normalized(e);
                     }
@@ -399,15 +423,28 @@ impl BiomedClip {
 
 #[cfg(test)]
 mod tests {
-    use super::packed_chunks;
+    use super::balanced_chunks;
 
     #[test]
-    fn packed_chunks_fill_the_budget_and_keep_every_item() {
-        let sizes = [3, 4, 2, 9, 1, 1, 5];
+    fn balanced_chunks_split_evenly_and_keep_every_item() {
+        let sizes = [3, 4, 2, 9, 1, 1, 5, 5];
         let items: Vec<usize> = (0..sizes.len()).collect();
-        let chunks: Vec<&[usize]> = packed_chunks(&items, |i| sizes[i], 8).collect();
-        // 3+4 (adding 2 would pass 8), 2, 9 alone (over the budget), 1+1+5.
-        assert_eq!(chunks, [&[0, 1][..], &[2], &[3], &[4, 5, 6]]);
-        assert_eq!(packed_chunks(&[], |_| 1, 8).count(), 0);
+        let size = |i: usize| sizes[i];
+        // Total 30; middles at 1.5, 5, 8, 13.5, 18.5, 19.5, 22.5, 27.5.
+        assert_eq!(balanced_chunks(&items, size, 1), [&items[..]]);
+        assert_eq!(
+            balanced_chunks(&items, size, 2),
+            [&[0, 1, 2, 3][..], &[4, 5, 6, 7]]
+        );
+        assert_eq!(
+            balanced_chunks(&items, size, 3),
+            [&[0, 1, 2][..], &[3, 4, 5], &[6, 7]]
+        );
+        // More parts than items: one item per run, none empty.
+        assert_eq!(balanced_chunks(&items[..2], size, 8), [&[0][..], &[1]]);
+        // One item far larger than the rest leaves fewer, but never empty, runs.
+        let big = |i: usize| [100, 1, 1][i];
+        assert_eq!(balanced_chunks(&[0, 1, 2], big, 4), [&[0][..], &[1, 2]]);
+        assert!(balanced_chunks(&[], size, 2).is_empty());
     }
 }

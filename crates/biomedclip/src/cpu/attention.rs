@@ -7,6 +7,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::kernels::{matmul, softmax_rows, Mat};
+use super::passes::in_serial_pass;
 
 /// Where each sequence's tokens lie in a packed buffer: sequence `b` is tokens
 /// `starts[b]..starts[b + 1]`.
@@ -132,49 +133,55 @@ pub fn attention(
     let max_len = seqs.max_len();
     let out_ptr = SendPtr(out.as_mut_ptr());
     let out_ptr = &out_ptr;
-    (0..seqs.count() * heads).into_par_iter().for_each_init(
-        || vec![0f32; max_len * max_len],
-        |scores, task| {
-            let (b, h) = (task / heads, task % heads);
-            let tokens = seqs.range(b);
-            let len = tokens.len();
-            let scores = &mut scores[..len * len];
-            let base = at.base(b, h);
-            // SAFETY: all views stay inside `qkv` (asserted by `Heads::new`); each task writes
-            // the columns h*hd..(h+1)*hd of its own sequence's rows only.
-            unsafe {
-                let q = Mat::strided(qkv.as_ptr().add(base), row, 1);
-                let kt = Mat::strided(qkv.as_ptr().add(base + width), 1, row);
-                matmul(
-                    len,
-                    len,
-                    hd,
-                    scores.as_mut_ptr(),
-                    len,
-                    false,
-                    q,
-                    kt,
-                    at.scale,
-                    false,
-                );
-                softmax_rows(scores, len, at.mask(b));
-                let v = Mat::strided(qkv.as_ptr().add(base + 2 * width), row, 1);
-                let dst = out_ptr.0.add(tokens.start * width + h * hd);
-                matmul(
-                    len,
-                    hd,
-                    len,
-                    dst,
-                    width,
-                    false,
-                    Mat::rows(scores, len),
-                    v,
-                    1.0,
-                    false,
-                );
-            }
-        },
-    );
+    let head = |scores: &mut Vec<f32>, task: usize| {
+        let (b, h) = (task / heads, task % heads);
+        let tokens = seqs.range(b);
+        let len = tokens.len();
+        let scores = &mut scores[..len * len];
+        let base = at.base(b, h);
+        // SAFETY: all views stay inside `qkv` (asserted by `Heads::new`); each task writes
+        // the columns h*hd..(h+1)*hd of its own sequence's rows only.
+        unsafe {
+            let q = Mat::strided(qkv.as_ptr().add(base), row, 1);
+            let kt = Mat::strided(qkv.as_ptr().add(base + width), 1, row);
+            matmul(
+                len,
+                len,
+                hd,
+                scores.as_mut_ptr(),
+                len,
+                false,
+                q,
+                kt,
+                at.scale,
+                false,
+            );
+            softmax_rows(scores, len, at.mask(b));
+            let v = Mat::strided(qkv.as_ptr().add(base + 2 * width), row, 1);
+            let dst = out_ptr.0.add(tokens.start * width + h * hd);
+            matmul(
+                len,
+                hd,
+                len,
+                dst,
+                width,
+                false,
+                Mat::rows(scores, len),
+                v,
+                1.0,
+                false,
+            );
+        }
+    };
+    let tasks = 0..seqs.count() * heads;
+    if in_serial_pass() {
+        let mut scores = vec![0f32; max_len * max_len];
+        tasks.for_each(|task| head(&mut scores, task));
+    } else {
+        tasks
+            .into_par_iter()
+            .for_each_init(|| vec![0f32; max_len * max_len], head);
+    }
 }
 
 /// Attention for the first token of each sequence only (the [CLS] query), reading keys and
@@ -192,29 +199,32 @@ pub fn first_token_attention(
     let (hd, row) = (at.dim, at.row());
     let count = seqs.count();
     assert!(out.len() >= count * width, "output size");
-    out[..count * width]
-        .par_chunks_mut(hd)
-        .enumerate()
-        .for_each(|(task, dst)| {
-            let (b, h) = (task / heads, task % heads);
-            let len = seqs.range(b).len();
-            let base = at.base(b, h);
-            let q = &qkv[base..base + hd];
-            let mut scores: Vec<f32> = (0..len)
-                .map(|j| {
-                    let k = &qkv[base + j * row + width..][..hd];
-                    q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * at.scale
-                })
-                .collect();
-            softmax_rows(&mut scores, len, at.mask(b));
-            dst.fill(0.0);
-            for (j, p) in scores.iter().enumerate() {
-                let v = &qkv[base + j * row + 2 * width..][..hd];
-                for (o, x) in dst.iter_mut().zip(v) {
-                    *o += p * x;
-                }
+    let head = |(task, dst): (usize, &mut [f32])| {
+        let (b, h) = (task / heads, task % heads);
+        let len = seqs.range(b).len();
+        let base = at.base(b, h);
+        let q = &qkv[base..base + hd];
+        let mut scores: Vec<f32> = (0..len)
+            .map(|j| {
+                let k = &qkv[base + j * row + width..][..hd];
+                q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * at.scale
+            })
+            .collect();
+        softmax_rows(&mut scores, len, at.mask(b));
+        dst.fill(0.0);
+        for (j, p) in scores.iter().enumerate() {
+            let v = &qkv[base + j * row + 2 * width..][..hd];
+            for (o, x) in dst.iter_mut().zip(v) {
+                *o += p * x;
             }
-        });
+        }
+    };
+    let out = &mut out[..count * width];
+    if in_serial_pass() {
+        out.chunks_mut(hd).enumerate().for_each(head);
+    } else {
+        out.par_chunks_mut(hd).enumerate().for_each(head);
+    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 use rayon::prelude::*;
 
 use super::kernels::{gelu_serial, lanes, layer_norm_serial, nearest, threads, Epilogue};
+use super::passes::in_serial_pass;
 use super::Norm;
 
 /// Largest weight magnitude after quantization.
@@ -129,7 +130,8 @@ impl Int8Weight {
         let row_block = ((160 * 1024 / kp) / MR * MR).clamp(MR, 256);
         let panels = padded(n, NR) / NR;
         let row_blocks = rows.div_ceil(row_block);
-        let wanted = 8 * threads();
+        let serial = in_serial_pass();
+        let wanted = if serial { 1 } else { 8 * threads() };
         let panel_block = if row_blocks >= wanted {
             panels
         } else {
@@ -138,20 +140,24 @@ impl Int8Weight {
         let panel_blocks = panels.div_ceil(panel_block);
         let dst = SharedOut(out.as_mut_ptr());
         let kernel = Kernel::detect();
-        (0..row_blocks * panel_blocks)
-            .into_par_iter()
-            .for_each(|task| {
-                let (rb, pb) = (task / panel_blocks, task % panel_blocks);
-                let r0 = rb * row_block;
-                let r1 = (r0 + row_block).min(rows);
-                let p0 = pb * panel_block;
-                let p1 = (p0 + panel_block).min(panels);
-                for p in p0..p1 {
-                    // SAFETY: tasks cover disjoint (row, column) ranges of `out`, which
-                    // outlives the parallel loop.
-                    unsafe { kernel.panel_store(&acts, r0..r1, self, p, bias, &dst, epilogue) };
-                }
-            });
+        let tile = |task: usize| {
+            let (rb, pb) = (task / panel_blocks, task % panel_blocks);
+            let r0 = rb * row_block;
+            let r1 = (r0 + row_block).min(rows);
+            let p0 = pb * panel_block;
+            let p1 = (p0 + panel_block).min(panels);
+            for p in p0..p1 {
+                // SAFETY: tasks cover disjoint (row, column) ranges of `out`, which outlives
+                // the loop.
+                unsafe { kernel.panel_store(&acts, r0..r1, self, p, bias, &dst, epilogue) };
+            }
+        };
+        let tasks = 0..row_blocks * panel_blocks;
+        if serial {
+            tasks.for_each(tile);
+        } else {
+            tasks.into_par_iter().for_each(tile);
+        }
     }
 
     /// The packed weights of panel `p`.
@@ -245,22 +251,30 @@ impl QuantizedRows {
     fn new(x: &[f32], rows: usize, k: usize, kp: usize, norm: Option<&Norm>) -> QuantizedRows {
         let mut data = vec![0u8; rows * kp];
         let mut params = vec![(0f32, 0i32); rows];
-        data.par_chunks_mut(kp)
-            .zip(x.par_chunks(k))
-            .zip(params.par_iter_mut())
-            .with_min_len(16)
-            .for_each_init(
-                || vec![0f32; if norm.is_some() { k } else { 0 }],
-                |normed, ((q, row), param)| {
-                    *param = match norm {
-                        Some(n) => {
-                            layer_norm_serial(row, normed, &n.gamma, &n.beta, n.eps);
-                            quantize_row(normed, &mut q[..k])
-                        }
-                        None => quantize_row(row, &mut q[..k]),
+        let scratch = || vec![0f32; if norm.is_some() { k } else { 0 }];
+        let quantize =
+            |normed: &mut Vec<f32>, ((q, row), param): ((&mut [u8], &[f32]), &mut (f32, i32))| {
+                *param = match norm {
+                    Some(n) => {
+                        layer_norm_serial(row, normed, &n.gamma, &n.beta, n.eps);
+                        quantize_row(normed, &mut q[..k])
                     }
-                },
-            );
+                    None => quantize_row(row, &mut q[..k]),
+                }
+            };
+        if in_serial_pass() {
+            let mut normed = scratch();
+            data.chunks_mut(kp)
+                .zip(x.chunks(k))
+                .zip(params.iter_mut())
+                .for_each(|item| quantize(&mut normed, item));
+        } else {
+            data.par_chunks_mut(kp)
+                .zip(x.par_chunks(k))
+                .zip(params.par_iter_mut())
+                .with_min_len(16)
+                .for_each_init(scratch, quantize);
+        }
         let (scales, zero_points) = params.into_iter().unzip();
         QuantizedRows {
             data,

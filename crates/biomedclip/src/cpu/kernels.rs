@@ -9,7 +9,9 @@
 
 use gemm::Parallelism;
 
+use super::blas;
 use super::int8::Int8Weight;
+use super::passes::in_serial_pass;
 use super::Norm;
 use crate::floats::Floats;
 use rayon::prelude::*;
@@ -69,56 +71,6 @@ impl Mat {
     }
 }
 
-#[cfg(openblas)]
-mod blas {
-    //! The one CBLAS entry point used (OpenBLAS), for the large products.
-    use std::os::raw::c_int;
-
-    pub const ROW_MAJOR: c_int = 101;
-    pub const NO_TRANS: c_int = 111;
-    pub const TRANS: c_int = 112;
-
-    extern "C" {
-        pub fn cblas_sgemm(
-            layout: c_int,
-            trans_a: c_int,
-            trans_b: c_int,
-            m: c_int,
-            n: c_int,
-            k: c_int,
-            alpha: f32,
-            a: *const f32,
-            lda: c_int,
-            b: *const f32,
-            ldb: c_int,
-            beta: f32,
-            c: *mut f32,
-            ldc: c_int,
-        );
-        pub fn openblas_set_num_threads(n: c_int);
-    }
-
-    /// (transpose flag, leading dimension) of a view, if BLAS can address it.
-    pub fn operand(rs: isize, cs: isize) -> Option<(c_int, c_int)> {
-        match (rs, cs) {
-            (rs, 1) if rs >= 1 => Some((NO_TRANS, rs as c_int)),
-            (1, cs) if cs >= 1 => Some((TRANS, cs as c_int)),
-            _ => None,
-        }
-    }
-
-    pub fn init(threads: usize) {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        // SAFETY: a plain setter in OpenBLAS.
-        ONCE.call_once(|| unsafe { openblas_set_num_threads(threads as c_int) });
-    }
-}
-
-/// Whether large products go through OpenBLAS (linked at build time when available).
-pub fn blas_enabled() -> bool {
-    cfg!(openblas)
-}
-
 /// `dst[m, n] (row stride dst_rs) = accumulate * dst + scale * lhs[m, k] . rhs[k, n]`.
 ///
 /// Large parallel products use OpenBLAS when it was linked; everything else the `gemm` crate.
@@ -138,12 +90,16 @@ pub unsafe fn matmul(
     scale: f32,
     parallel: bool,
 ) {
+    // Inside a serial pass, OpenBLAS still takes the products meant for it, on this thread.
     #[cfg(openblas)]
-    if parallel && m * n * k >= 1 << 18 {
+    let large = parallel && m * n * k >= 1 << 18;
+    let parallel = parallel && !in_serial_pass();
+    #[cfg(openblas)]
+    if large {
         if let (Some((ta, lda)), Some((tb, ldb))) =
             (blas::operand(lhs.rs, lhs.cs), blas::operand(rhs.rs, rhs.cs))
         {
-            blas::init(threads());
+            blas::init();
             let beta = if accumulate { 1.0 } else { 0.0 };
             blas::cblas_sgemm(
                 blas::ROW_MAJOR,
@@ -434,9 +390,14 @@ dispatch!(
     pub fn gelu_serial(x: &mut [f32]) => gelu_impl
 );
 
+/// Whether an elementwise loop over `len` values is worth splitting across the threads.
+fn split_loop(len: usize) -> bool {
+    len >= 1 << 16 && threads() > 1 && !in_serial_pass()
+}
+
 /// Exact (erf) GELU in place, in parallel for large buffers.
 pub fn gelu(x: &mut [f32]) {
-    if x.len() >= 1 << 16 && threads() > 1 {
+    if split_loop(x.len()) {
         x.par_chunks_mut(1 << 14).for_each(gelu_serial);
     } else {
         gelu_serial(x);
@@ -460,7 +421,7 @@ dispatch!(
 /// `gelu(x + bias)` in place over `[rows, bias.len()]`, in parallel for large buffers.
 pub fn bias_gelu(x: &mut [f32], bias: &[f32]) {
     let n = bias.len();
-    if x.len() >= 1 << 16 && threads() > 1 {
+    if split_loop(x.len()) {
         let rows_per_task = ((1 << 14) / n).max(1) * n;
         x.par_chunks_mut(rows_per_task)
             .for_each(|chunk| bias_gelu_serial(chunk, bias));
@@ -490,6 +451,9 @@ dispatch!(
 /// LayerNorm over rows, in parallel.
 pub fn layer_norm(x: &[f32], out: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let n = gamma.len();
+    if in_serial_pass() {
+        return layer_norm_serial(x, out, gamma, beta, eps);
+    }
     let rows_per_task = (4096 / n).max(1) * n;
     x.par_chunks(rows_per_task)
         .zip(out.par_chunks_mut(rows_per_task))
@@ -500,10 +464,15 @@ pub fn layer_norm(x: &[f32], out: &mut [f32], gamma: &[f32], beta: &[f32], eps: 
 pub fn layer_norm_inplace(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let n = gamma.len();
     let rows_per_task = (4096 / n).max(1) * n;
-    x.par_chunks_mut(rows_per_task).for_each(|chunk| {
+    let task = |chunk: &mut [f32]| {
         let copy = chunk.to_vec();
         layer_norm_serial(&copy, chunk, gamma, beta, eps)
-    });
+    };
+    if in_serial_pass() {
+        x.chunks_mut(rows_per_task).for_each(task);
+    } else {
+        x.par_chunks_mut(rows_per_task).for_each(task);
+    }
 }
 
 /// Reduces `x` with `f` in 8 independent lanes, so that the loop vectorises (a single running

@@ -4,8 +4,10 @@
 
 pub mod attention;
 pub mod bert;
+pub(crate) mod blas;
 pub mod int8;
 pub mod kernels;
+pub mod passes;
 pub mod vit;
 
 use crate::error::Result;
