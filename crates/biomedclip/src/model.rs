@@ -31,8 +31,10 @@ pub const IMAGE_BATCH: usize = 8;
 /// Texts encoded per forward pass of the candle text tower (padded to the longest of them).
 pub const TEXT_BATCH: usize = 32;
 /// Tokens per forward pass of the CPU engine's text tower, whose sequences are packed one
-/// after the other without padding (a sequence longer than this still goes alone). About 32
-/// captions; larger passes measured slower (their activations outgrow the cache).
+/// after the other without padding (passes are balanced, so one may exceed this by less than
+/// a sequence). About 50 captions; larger passes measured slower (their activations outgrow
+/// the cache). With at least half this many tokens per worker thread, the passes run side by
+/// side, one per worker ([`crate::cpu::passes`]).
 pub const TEXT_TOKENS: usize = 2048;
 
 /// Splits `items` into at most `parts` consecutive runs of about equal total size (each
@@ -254,7 +256,8 @@ impl BiomedClip {
     }
 
     /// Encodes preprocessed images (each `3 * size * size` CHW floats) into L2-normalised
-    /// embeddings, [`IMAGE_BATCH`] at a time.
+    /// embeddings, [`IMAGE_BATCH`] at a time; the CPU engine splits each batch into one pass
+    /// per worker thread, run side by side ([`crate::cpu::passes`]).
     pub fn encode_pixels(&self, images: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
         let s = self.preprocessor.size();
         let mut out = Vec::with_capacity(images.len());
@@ -337,7 +340,8 @@ impl BiomedClip {
     }
 
     /// Encodes token id sequences (each `[CLS] ... [SEP]`) into L2-normalised embeddings.
-    /// The CPU engine packs about [`TEXT_TOKENS`] tokens per pass without padding; candle
+    /// The CPU engine packs about [`TEXT_TOKENS`] tokens per pass without padding, in passes
+    /// of about equal size (side by side on the worker threads for large inputs); candle
     /// groups sequences by length and pads each batch to its longest.
     pub fn encode_token_ids(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
         let max = self.dims.text.max_positions;
