@@ -240,6 +240,9 @@ struct QuantizedRows {
     stride: usize,
 }
 
+/// One row's destination bytes, source floats and (scale, zero point).
+type RowToQuantize<'a> = ((&'a mut [u8], &'a [f32]), &'a mut (f32, i32));
+
 impl QuantizedRows {
     /// The bytes of rows `r..r + m`.
     fn rows(&self, r: usize, m: usize) -> &[u8] {
@@ -252,16 +255,15 @@ impl QuantizedRows {
         let mut data = vec![0u8; rows * kp];
         let mut params = vec![(0f32, 0i32); rows];
         let scratch = || vec![0f32; if norm.is_some() { k } else { 0 }];
-        let quantize =
-            |normed: &mut Vec<f32>, ((q, row), param): ((&mut [u8], &[f32]), &mut (f32, i32))| {
-                *param = match norm {
-                    Some(n) => {
-                        layer_norm_serial(row, normed, &n.gamma, &n.beta, n.eps);
-                        quantize_row(normed, &mut q[..k])
-                    }
-                    None => quantize_row(row, &mut q[..k]),
+        let quantize = |normed: &mut Vec<f32>, ((q, row), param): RowToQuantize| {
+            *param = match norm {
+                Some(n) => {
+                    layer_norm_serial(row, normed, &n.gamma, &n.beta, n.eps);
+                    quantize_row(normed, &mut q[..k])
                 }
-            };
+                None => quantize_row(row, &mut q[..k]),
+            }
+        };
         if in_serial_pass() {
             let mut normed = scratch();
             data.chunks_mut(kp)
