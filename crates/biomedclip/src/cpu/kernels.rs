@@ -9,6 +9,7 @@
 
 use gemm::Parallelism;
 
+#[cfg(openblas)]
 use super::blas;
 use super::int8::Int8Weight;
 use super::passes::in_serial_pass;
