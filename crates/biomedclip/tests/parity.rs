@@ -5,9 +5,7 @@
 mod common;
 
 use biomedclip::decode::decode;
-use biomedclip::resample::Image8;
 use common::*;
-use serde_json::Value;
 
 const WEIGHTS: [&str; 2] = ["open_clip_pytorch_model.bin", "open_clip_model.safetensors"];
 
@@ -28,15 +26,6 @@ fn token_ids_are_identical_with_both_tokenizer_files() {
             assert_eq!(ours, expected, "{tokenizer}: {text:?}");
         }
     }
-}
-
-fn golden_pixels(file: &str) -> Image8 {
-    let path = fixtures().join("golden/pixels").join(format!("{file}.png"));
-    let bytes = std::fs::read(&path).unwrap();
-    let d = decode(&bytes, &path).unwrap();
-    let img = d.to_image8();
-    assert_eq!(img.channels, 3, "{file}");
-    img
 }
 
 #[test]
@@ -107,14 +96,7 @@ fn image_tower_matches_on_reference_pixels() {
     for weights in WEIGHTS {
         let model = load(weights, "tokenizer.json");
         let entries = g["images"].as_array().unwrap();
-        let pixels: Vec<Vec<f32>> = entries
-            .iter()
-            .map(|e| {
-                model
-                    .preprocessor()
-                    .normalize(&golden_pixels(e["file"].as_str().unwrap()))
-            })
-            .collect();
+        let pixels: Vec<Vec<f32>> = entries.iter().map(|e| golden_input(&model, e)).collect();
         let embs = model.encode_pixels(&pixels).unwrap();
         for (e, ours) in entries.iter().zip(&embs) {
             let what = format!("{weights}: {}", e["file"]);
@@ -203,48 +185,6 @@ fn batches_equal_one_at_a_time() {
     for (p, b) in paths.iter().zip(&batched) {
         let single = model.encode_image_files(&[p]).remove(0).unwrap();
         assert!(max_abs_diff(&single, b) <= 1e-5, "{}", p.display());
-    }
-}
-
-/// Large enough inputs run as several passes side by side, one per worker thread (each pass's
-/// products on its own thread); every embedding must still match the reference's.
-#[test]
-fn passes_side_by_side_match_the_reference() {
-    let g = golden();
-    let model = load("open_clip_model.safetensors", "tokenizer.json");
-    let workers = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
-    // Texts: the golden ones over and over, past the tokens that start side-by-side passes.
-    let entries = g["texts"].as_array().unwrap();
-    let mut texts = Vec::new();
-    let mut tokens = 0;
-    while tokens < 4 * biomedclip::model::TEXT_TOKENS {
-        let e = &entries[texts.len() % entries.len()];
-        let text = e["text"].as_str().unwrap();
-        tokens += model.tokenizer().encode(text).unwrap().len();
-        texts.push((text, e));
-    }
-    let only: Vec<&str> = texts.iter().map(|(t, _)| *t).collect();
-    let embs = workers.install(|| model.encode_texts(&only)).unwrap();
-    for ((t, e), ours) in texts.iter().zip(&embs) {
-        assert_embedding_close(&format!("{t:?}"), ours, &floats(&e["embedding"]));
-    }
-    // Images: a full batch of the golden pixels (split in two passes of four).
-    let entries = g["images"].as_array().unwrap();
-    let batch: Vec<&Value> = entries.iter().cycle().take(8).collect();
-    let pixels: Vec<Vec<f32>> = batch
-        .iter()
-        .map(|e| {
-            model
-                .preprocessor()
-                .normalize(&golden_pixels(e["file"].as_str().unwrap()))
-        })
-        .collect();
-    let embs = workers.install(|| model.encode_pixels(&pixels)).unwrap();
-    for (e, ours) in batch.iter().zip(&embs) {
-        assert_embedding_close(&e["file"].to_string(), ours, &floats(&e["embedding"]));
     }
 }
 

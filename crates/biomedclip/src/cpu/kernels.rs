@@ -100,24 +100,41 @@ pub unsafe fn matmul(
         if let (Some((ta, lda)), Some((tb, ldb))) =
             (blas::operand(lhs.rs, lhs.cs), blas::operand(rhs.rs, rhs.cs))
         {
-            blas::init();
             let beta = if accumulate { 1.0 } else { 0.0 };
-            blas::cblas_sgemm(
-                blas::ROW_MAJOR,
-                ta,
-                tb,
-                m as i32,
-                n as i32,
-                k as i32,
-                scale,
-                lhs.ptr,
-                lda,
-                rhs.ptr,
-                ldb,
-                beta,
-                dst,
-                dst_rs as i32,
-            );
+            // One single-threaded OpenBLAS call per block of rows (or columns, for few rows),
+            // the blocks spread over our threads: OpenBLAS never runs threads of its own, so
+            // a product gives the same bits whichever path or thread runs it.
+            // Addresses, so that the blocks can be handed to other threads.
+            let (a, b, c) = (lhs.ptr as usize, rhs.ptr as usize, dst as usize);
+            let part = |(r0, rows): (usize, usize), (c0, cols): (usize, usize)| {
+                // SAFETY: the block lies inside the views the caller vouched for, and blocks
+                // write disjoint parts of `dst`.
+                unsafe {
+                    blas::sgemm_serial(
+                        (ta, tb),
+                        (rows, cols, k),
+                        scale,
+                        ((a as *const f32).offset(r0 as isize * lhs.rs), lda),
+                        ((b as *const f32).offset(c0 as isize * rhs.cs), ldb),
+                        beta,
+                        ((c as *mut f32).add(r0 * dst_rs + c0), dst_rs),
+                    )
+                }
+            };
+            let t = if parallel { threads() } else { 1 };
+            if t == 1 {
+                part((0, m), (0, n));
+            } else if m >= 16 * t {
+                let per = m.div_ceil(t).div_ceil(8) * 8;
+                (0..m.div_ceil(per))
+                    .into_par_iter()
+                    .for_each(|i| part((i * per, per.min(m - i * per)), (0, n)));
+            } else {
+                let per = n.div_ceil(t).div_ceil(16) * 16;
+                (0..n.div_ceil(per))
+                    .into_par_iter()
+                    .for_each(|i| part((0, m), (i * per, per.min(n - i * per))));
+            }
             return;
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod bert;
+#[cfg(openblas)]
 pub(crate) mod blas;
 pub mod int8;
 pub mod kernels;

@@ -2,14 +2,12 @@
 //!
 //! On a few cores, several passes each on one thread beat one pass at a time with every
 //! product and loop split across the threads: the workers never wait for one another inside a
-//! pass, and OpenBLAS's own threads are not left spinning beside them (measured on 2 cores:
-//! 5-10% more captions per second, 5-20% more images at batch 8 and 32).
+//! pass (measured on 2 cores: 5-10% more captions per second, 5-20% more images at batch 8
+//! and 32).
 
 use std::cell::Cell;
 
 use rayon::prelude::*;
-
-use super::blas::SerialSection;
 
 thread_local! {
     /// Set while this thread runs one of several passes side by side: its products and
@@ -34,7 +32,6 @@ impl Drop for SerialFlag {
 /// Runs `pass` over `items` on the worker threads, each item's whole pass (its matrix products
 /// included) on the thread that took it; returns the results in order.
 pub fn parallel_passes<T: Sync, R: Send>(items: &[T], pass: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let _section = SerialSection::enter();
     items
         .par_iter()
         .map(|item| {

@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use biomedclip::decode::decode;
 use biomedclip::hub::ModelFiles;
+use biomedclip::resample::Image8;
 use biomedclip::{BiomedClip, Device};
 use serde_json::Value;
 
@@ -90,4 +92,21 @@ pub fn golden_texts(g: &Value) -> Vec<&str> {
         .iter()
         .map(|t| t["text"].as_str().unwrap())
         .collect()
+}
+
+/// The reference's preprocessed pixels of a golden image.
+pub fn golden_pixels(file: &str) -> Image8 {
+    let path = fixtures().join("golden/pixels").join(format!("{file}.png"));
+    let bytes = std::fs::read(&path).unwrap();
+    let d = decode(&bytes, &path).unwrap();
+    let img = d.to_image8();
+    assert_eq!(img.channels, 3, "{file}");
+    img
+}
+
+/// The model's input for a golden image entry: the reference's pixels, normalised.
+pub fn golden_input(model: &biomedclip::BiomedClip, entry: &Value) -> Vec<f32> {
+    model
+        .preprocessor()
+        .normalize(&golden_pixels(entry["file"].as_str().unwrap()))
 }
