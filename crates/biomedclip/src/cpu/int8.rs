@@ -2,10 +2,11 @@
 //! activations quantized per row (token) on the fly, products accumulated exactly in `i32`.
 //!
 //! Written by hand because neither `gemm` nor candle has an integer product. On x86-64 with
-//! AVX2 the inner loop is `vpmaddubsw` (unsigned activation bytes times signed weight bytes,
-//! adjacent pairs summed to `i16`) then `vpmaddwd` against ones (pairs of `i16` to `i32`):
-//! 32 multiply-adds per instruction pair against 8 for an `f32` FMA. A portable loop computes
-//! the same integers elsewhere.
+//! AVX-512 VNNI the inner loop is one `vpdpbusd` per row and 4 inputs (`int8/vnni.rs`); with
+//! AVX2 it is `vpmaddubsw` (unsigned activation bytes times signed weight bytes, adjacent
+//! pairs summed to `i16`) then `vpmaddwd` against ones (pairs of `i16` to `i32`): 32
+//! multiply-adds per instruction pair against 8 for an `f32` FMA. A portable loop computes
+//! the same integers elsewhere; every kernel gives the same outputs, bit for bit.
 //!
 //! Ranges: weights use `-127..=127`; activations use `0..=127` (asymmetric, with a zero point,
 //! so skewed rows such as GELU outputs keep their resolution), so that a pair sum
@@ -20,6 +21,9 @@ use rayon::prelude::*;
 use super::kernels::{gelu_serial, lanes, layer_norm_serial, nearest, threads, Epilogue};
 use super::passes::in_serial_pass;
 use super::Norm;
+
+#[cfg(target_arch = "x86_64")]
+mod vnni;
 
 /// Largest weight magnitude after quantization.
 pub const WEIGHT_MAX: i32 = 127;
@@ -191,7 +195,8 @@ impl Int8Weight {
             for (j, v) in vals.iter_mut().enumerate().take(width) {
                 let c = c0 + j;
                 let exact = sums[j] - za * self.sums[c];
-                *v = sa * self.scales[c] * exact as f32 + bias.map_or(0.0, |b| b[c]);
+                // Fused, as the vector kernels do, so that every path gives the same bits.
+                *v = (sa * self.scales[c]).mul_add(exact as f32, bias.map_or(0.0, |b| b[c]));
             }
             let out = std::slice::from_raw_parts_mut(dst.0.add(row * n + c0), width);
             match epilogue {
@@ -319,40 +324,74 @@ fn level(v: f32, inv: f32, shift: f32) -> u8 {
     v.mul_add(inv, shift).clamp(0.0, ACTIVATION_MAX as f32) as u8
 }
 
-/// Calls `avx2::$kernel::<R>(args)` with the const `R` equal to the row count `$m` (1..=MR),
-/// so that each tile height gets its own fully unrolled kernel.
+/// Calls `$module::$kernel::<R>(args)` with the const `R` equal to the row count `$m`
+/// (1..=MR), so that each tile height gets its own fully unrolled kernel.
 #[cfg(target_arch = "x86_64")]
 macro_rules! for_rows {
-    ($m:expr, $kernel:ident($($arg:expr),*)) => {
+    ($module:ident, $m:expr, $kernel:ident($($arg:expr),*)) => {
         match $m {
-            4 => $crate::cpu::int8::avx2::$kernel::<4>($($arg),*),
-            3 => $crate::cpu::int8::avx2::$kernel::<3>($($arg),*),
-            2 => $crate::cpu::int8::avx2::$kernel::<2>($($arg),*),
-            _ => $crate::cpu::int8::avx2::$kernel::<1>($($arg),*),
+            4 => $crate::cpu::int8::$module::$kernel::<4>($($arg),*),
+            3 => $crate::cpu::int8::$module::$kernel::<3>($($arg),*),
+            2 => $crate::cpu::int8::$module::$kernel::<2>($($arg),*),
+            _ => $crate::cpu::int8::$module::$kernel::<1>($($arg),*),
         }
     };
 }
 const _: () = assert!(MR == 4, "for_rows! covers 1 to 4 rows");
 
 /// The integer product kernel chosen for this CPU.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kernel {
     Portable,
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Vnni,
 }
 
 impl Kernel {
-    /// The fastest kernel this CPU runs, decided once per process.
+    /// The kernels this CPU runs, fastest last.
+    fn available() -> Vec<Kernel> {
+        #[allow(unused_mut)]
+        let mut kernels = vec![Kernel::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") {
+                kernels.push(Kernel::Avx2);
+            }
+            if vnni::available() {
+                kernels.push(Kernel::Vnni);
+            }
+        }
+        kernels
+    }
+
+    /// The fastest kernel this CPU runs, or the one `BIOMEDCLIP_INT8_KERNEL` names
+    /// (`portable`, `avx2`; for testing that they agree), decided once per process.
     fn detect() -> Kernel {
         static CHOSEN: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
         *CHOSEN.get_or_init(|| {
-            #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("avx2") && !portable_forced() {
-                return Kernel::Avx2;
-            }
-            Kernel::Portable
+            let available = Kernel::available();
+            let named = std::env::var("BIOMEDCLIP_INT8_KERNEL").ok();
+            available
+                .iter()
+                .rev()
+                .find(|k| named.as_deref().is_none_or(|n| k.name() == n))
+                .or(available.last())
+                .copied()
+                .unwrap_or(Kernel::Portable)
         })
+    }
+
+    /// The kernel's name in `BIOMEDCLIP_INT8_KERNEL`.
+    fn name(self) -> &'static str {
+        match self {
+            Kernel::Portable => "portable",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vnni => "vnni",
+        }
     }
 
     /// `i32` sums of rows `r..r + m` (m <= MR) against panel `p`.
@@ -369,7 +408,10 @@ impl Kernel {
             Kernel::Portable => tile_portable(a, kp, m, b),
             #[cfg(target_arch = "x86_64")]
             // SAFETY: AVX2 was detected; `a` holds m rows of kp bytes and `b` one panel.
-            Kernel::Avx2 => unsafe { for_rows!(m, tile(a, kp, b)) },
+            Kernel::Avx2 => unsafe { for_rows!(avx2, m, tile(a, kp, b)) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above, for AVX-512 VNNI.
+            Kernel::Vnni => unsafe { for_rows!(vnni, m, tile(a, kp, b)) },
         }
     }
 
@@ -389,7 +431,7 @@ impl Kernel {
         epilogue: Epilogue,
     ) {
         #[cfg(target_arch = "x86_64")]
-        if let Kernel::Avx2 = self {
+        if self != Kernel::Portable {
             let c0 = p * NR;
             if c0 + NR <= w.out_dim {
                 let (r, m) = (rows.start, rows.len());
@@ -403,7 +445,12 @@ impl Kernel {
                     out_stride: w.out_dim,
                     epilogue,
                 };
-                avx2::panel_store(acts.rows(r, m), acts.stride, w.panel(p), &tile);
+                let (a, b) = (acts.rows(r, m), w.panel(p));
+                if self == Kernel::Vnni {
+                    vnni::panel_store(a, acts.stride, b, &tile);
+                } else {
+                    avx2::panel_store(a, acts.stride, b, &tile);
+                }
                 return;
             }
         }
@@ -415,11 +462,6 @@ impl Kernel {
             r += m;
         }
     }
-}
-
-/// `BIOMEDCLIP_INT8_KERNEL=portable` selects the portable loop (for testing the two agree).
-fn portable_forced() -> bool {
-    std::env::var("BIOMEDCLIP_INT8_KERNEL").is_ok_and(|v| v == "portable")
 }
 
 fn tile_portable(a: &[u8], kp: usize, m: usize, b: &[i8]) -> [[i32; NR]; MR] {
@@ -537,7 +579,7 @@ mod avx2 {
                 out: t.out.add(r * t.out_stride),
                 ..*t
             };
-            for_rows!(m, tile_store(&a[r * kp..(r + m) * kp], kp, b, &tile));
+            for_rows!(avx2, m, tile_store(&a[r * kp..(r + m) * kp], kp, b, &tile));
             r += m;
         }
     }
@@ -647,12 +689,53 @@ mod tests {
         }
 
         let acts = QuantizedRows::new(&x, rows, k, padded(k, KU), None);
-        for p in 0..padded(n, NR) / NR {
-            for r in (0..rows).step_by(MR) {
-                let m = (rows - r).min(MR);
-                let portable = Kernel::Portable.tile(&acts, r, m, &q, p);
-                let detected = Kernel::detect().tile(&acts, r, m, &q, p);
-                assert_eq!(portable[..m], detected[..m], "panel {p}, rows {r}..");
+        for kernel in Kernel::available() {
+            for p in 0..padded(n, NR) / NR {
+                for r in (0..rows).step_by(MR) {
+                    let m = (rows - r).min(MR);
+                    let portable = Kernel::Portable.tile(&acts, r, m, &q, p);
+                    let sums = kernel.tile(&acts, r, m, &q, p);
+                    assert_eq!(
+                        portable[..m],
+                        sums[..m],
+                        "{kernel:?}: panel {p}, rows {r}.."
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_kernel_gives_the_same_outputs() {
+        // Rows past a tile of every kernel, a partial last panel, every epilogue.
+        let (rows, k, n) = (29, 132, 40);
+        let mut seed = 5;
+        let x: Vec<f32> = (0..rows * k).map(|_| lcg(&mut seed) * 2.0 - 0.3).collect();
+        let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut seed) * 0.1).collect();
+        let bias: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
+        let residual: Vec<f32> = (0..rows * n).map(|_| lcg(&mut seed)).collect();
+        let q = Int8Weight::quantize(&w, n, k);
+        let acts = QuantizedRows::new(&x, rows, k, padded(k, KU), None);
+        let kernels = Kernel::available();
+        eprintln!("int8 kernels on this CPU: {kernels:?}");
+        for epilogue in [Epilogue::Overwrite, Epilogue::Accumulate, Epilogue::Gelu] {
+            let outputs: Vec<Vec<f32>> = kernels
+                .iter()
+                .map(|kernel| {
+                    let mut out = residual.clone();
+                    let dst = SharedOut(out.as_mut_ptr());
+                    for p in 0..padded(n, NR) / NR {
+                        // SAFETY: `out` holds rows x n floats; one panel at a time.
+                        unsafe {
+                            kernel.panel_store(&acts, 0..rows, &q, p, Some(&bias), &dst, epilogue)
+                        };
+                    }
+                    out
+                })
+                .collect();
+            for (kernel, out) in kernels.iter().zip(&outputs) {
+                assert!(out != &residual, "{kernel:?} wrote nothing");
+                assert_eq!(out, &outputs[0], "{kernel:?} against the portable loop");
             }
         }
     }
