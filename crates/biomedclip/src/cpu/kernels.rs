@@ -5,7 +5,7 @@
 //! transposes for attention heads, a separate GELU pass with a scalar `erf`): here biases and
 //! residuals are accumulated into the product's destination, attention reads each head in
 //! place from the fused QKV buffer through strides, and `exp`/`erf` are polynomial
-//! approximations that the compiler vectorises (AVX2+FMA when the CPU has it).
+//! approximations that the compiler vectorises (AVX-512 or AVX2+FMA, whichever the CPU has).
 
 use gemm::Parallelism;
 
@@ -299,9 +299,17 @@ macro_rules! dispatch {
         pub fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) {
+                    $imp($($arg),*)
+                }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) {
                     $imp($($arg),*)
+                }
+                if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+                    // SAFETY: the features were just detected (AVX-512F implies AVX2 and FMA).
+                    return unsafe { avx512($($arg),*) };
                 }
                 if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                     // SAFETY: the features were just detected.
