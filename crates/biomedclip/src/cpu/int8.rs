@@ -446,10 +446,9 @@ impl Kernel {
                     epilogue,
                 };
                 let (a, b) = (acts.rows(r, m), w.panel(p));
-                if self == Kernel::Vnni {
-                    vnni::panel_store(a, acts.stride, b, &tile);
-                } else {
-                    avx2::panel_store(a, acts.stride, b, &tile);
+                match self {
+                    Kernel::Vnni => vnni::panel_store(a, acts.stride, b, &tile),
+                    _ => avx2::panel_store(a, acts.stride, b, &tile),
                 }
                 return;
             }
@@ -562,6 +561,22 @@ mod avx2 {
         pub epilogue: Epilogue,
     }
 
+    impl<'a> Tile<'a> {
+        /// The same tile restricted to its rows `r..r + m`.
+        ///
+        /// # Safety
+        /// `r + m` must not pass the tile's rows (`out` is offset by `r` rows).
+        #[inline(always)]
+        pub unsafe fn rows(&self, r: usize, m: usize) -> Tile<'a> {
+            Tile {
+                act_scales: &self.act_scales[r..r + m],
+                act_zeros: &self.act_zeros[r..r + m],
+                out: self.out.add(r * self.out_stride),
+                ..*self
+            }
+        }
+    }
+
     /// Every row of `t` (whole tiles of [`MR`], then the rest) against one packed panel `b`:
     /// one call per panel, so that the tiles' set-up stays in registers.
     ///
@@ -573,12 +588,7 @@ mod avx2 {
         let mut r = 0;
         while r < rows {
             let m = (rows - r).min(MR);
-            let tile = Tile {
-                act_scales: &t.act_scales[r..r + m],
-                act_zeros: &t.act_zeros[r..r + m],
-                out: t.out.add(r * t.out_stride),
-                ..*t
-            };
+            let tile = t.rows(r, m);
             for_rows!(avx2, m, tile_store(&a[r * kp..(r + m) * kp], kp, b, &tile));
             r += m;
         }

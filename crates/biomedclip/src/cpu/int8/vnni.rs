@@ -65,12 +65,7 @@ pub unsafe fn panel_store(a: &[u8], kp: usize, b: &[i8], t: &Tile) {
     let mut r = 0;
     while r < rows {
         let m = (rows - r).min(ROWS);
-        let tile = Tile {
-            act_scales: &t.act_scales[r..r + m],
-            act_zeros: &t.act_zeros[r..r + m],
-            out: t.out.add(r * t.out_stride),
-            ..*t
-        };
+        let tile = t.rows(r, m);
         let a = &a[r * kp..(r + m) * kp];
         match m {
             8 => tile_store::<8>(a, kp, b, &tile),
