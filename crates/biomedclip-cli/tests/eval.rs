@@ -126,15 +126,18 @@ fn zero_shot_matches_clip_benchmark_and_uses_the_cache() {
     assert_eq!(second["metrics"], r["metrics"]);
     assert_eq!(second["precision"], "f32");
 
-    // int8 images are cached apart from f32 ones; the (f32) texts are shared. The fixtures'
-    // top-1 labels are the same in int8, so are the metrics that count them.
-    let mut int8_args = args.to_vec();
-    int8_args.extend(["--precision", "int8"]);
-    let int8 = json_of(&run(&int8_args));
-    assert_eq!(int8["precision"], "int8");
-    assert_eq!(int8["cache"]["encoded"], 36);
-    assert_eq!(int8["cache"]["hits"], 12);
-    assert_eq!(int8["metrics"]["confusion"], r["metrics"]["confusion"]);
+    // int8 and bf16 images are cached apart from f32 ones and from each other; the (f32)
+    // texts are shared. The fixtures' top-1 labels are the same in both, so are the metrics
+    // that count them.
+    for precision in ["int8", "bf16"] {
+        let mut reduced_args = args.to_vec();
+        reduced_args.extend(["--precision", precision]);
+        let reduced = json_of(&run(&reduced_args));
+        assert_eq!(reduced["precision"], precision);
+        assert_eq!(reduced["cache"]["encoded"], 36, "{precision}");
+        assert_eq!(reduced["cache"]["hits"], 12, "{precision}");
+        assert_eq!(reduced["metrics"]["confusion"], r["metrics"]["confusion"]);
+    }
 }
 
 #[test]

@@ -18,8 +18,8 @@
 
 use rayon::prelude::*;
 
-use super::kernels::{gelu_serial, lanes, layer_norm_serial, nearest, threads, Epilogue};
-use super::passes::in_serial_pass;
+use super::kernels::{gelu_serial, lanes, nearest, Epilogue};
+use super::panels::{convert_rows, for_each_block, padded, SharedOut};
 use super::Norm;
 
 #[cfg(target_arch = "x86_64")]
@@ -49,10 +49,6 @@ pub struct Int8Weight {
     sums: Vec<i32>,
     in_dim: usize,
     out_dim: usize,
-}
-
-fn padded(n: usize, to: usize) -> usize {
-    n.div_ceil(to) * to
 }
 
 impl Int8Weight {
@@ -132,36 +128,15 @@ impl Int8Weight {
         let acts = QuantizedRows::new(&x[..rows * k], rows, k, kp, norm);
         // Tasks: blocks of rows whose activation bytes stay in L2, times groups of panels.
         let row_block = ((160 * 1024 / kp) / MR * MR).clamp(MR, 256);
-        let panels = padded(n, NR) / NR;
-        let row_blocks = rows.div_ceil(row_block);
-        let serial = in_serial_pass();
-        let wanted = if serial { 1 } else { 8 * threads() };
-        let panel_block = if row_blocks >= wanted {
-            panels
-        } else {
-            panels.div_ceil(wanted.div_ceil(row_blocks)).max(1)
-        };
-        let panel_blocks = panels.div_ceil(panel_block);
         let dst = SharedOut(out.as_mut_ptr());
         let kernel = Kernel::detect();
-        let tile = |task: usize| {
-            let (rb, pb) = (task / panel_blocks, task % panel_blocks);
-            let r0 = rb * row_block;
-            let r1 = (r0 + row_block).min(rows);
-            let p0 = pb * panel_block;
-            let p1 = (p0 + panel_block).min(panels);
-            for p in p0..p1 {
+        for_each_block(rows, row_block, padded(n, NR) / NR, |rows, panels| {
+            for p in panels {
                 // SAFETY: tasks cover disjoint (row, column) ranges of `out`, which outlives
                 // the loop.
-                unsafe { kernel.panel_store(&acts, r0..r1, self, p, bias, &dst, epilogue) };
+                unsafe { kernel.panel_store(&acts, rows.clone(), self, p, bias, &dst, epilogue) };
             }
-        };
-        let tasks = 0..row_blocks * panel_blocks;
-        if serial {
-            tasks.for_each(tile);
-        } else {
-            tasks.into_par_iter().for_each(tile);
-        }
+        });
     }
 
     /// The packed weights of panel `p`.
@@ -231,11 +206,6 @@ fn quantize_channel(row: &[f32]) -> (f32, i32, Vec<i8>) {
     (scale, q.iter().map(|&v| v as i32).sum(), q)
 }
 
-/// The destination of a parallel product; tasks write disjoint elements.
-struct SharedOut(*mut f32);
-// SAFETY: every task writes its own (row, column) range only.
-unsafe impl Sync for SharedOut {}
-
 /// Rows of activations quantized to `u8` with a per-row scale and zero point.
 struct QuantizedRows {
     /// `[rows, padded in]`, padding zero.
@@ -244,9 +214,6 @@ struct QuantizedRows {
     zero_points: Vec<i32>,
     stride: usize,
 }
-
-/// One row's destination bytes, source floats and (scale, zero point).
-type RowToQuantize<'a> = ((&'a mut [u8], &'a [f32]), &'a mut (f32, i32));
 
 impl QuantizedRows {
     /// The bytes of rows `r..r + m`.
@@ -257,31 +224,7 @@ impl QuantizedRows {
     /// Quantizes `rows` rows of `k` floats (after a LayerNorm when `norm` is given) into
     /// rows of `kp` bytes.
     fn new(x: &[f32], rows: usize, k: usize, kp: usize, norm: Option<&Norm>) -> QuantizedRows {
-        let mut data = vec![0u8; rows * kp];
-        let mut params = vec![(0f32, 0i32); rows];
-        let scratch = || vec![0f32; if norm.is_some() { k } else { 0 }];
-        let quantize = |normed: &mut Vec<f32>, ((q, row), param): RowToQuantize| {
-            *param = match norm {
-                Some(n) => {
-                    layer_norm_serial(row, normed, &n.gamma, &n.beta, n.eps);
-                    quantize_row(normed, &mut q[..k])
-                }
-                None => quantize_row(row, &mut q[..k]),
-            }
-        };
-        if in_serial_pass() {
-            let mut normed = scratch();
-            data.chunks_mut(kp)
-                .zip(x.chunks(k))
-                .zip(params.iter_mut())
-                .for_each(|item| quantize(&mut normed, item));
-        } else {
-            data.par_chunks_mut(kp)
-                .zip(x.par_chunks(k))
-                .zip(params.par_iter_mut())
-                .with_min_len(16)
-                .for_each_init(scratch, quantize);
-        }
+        let (data, params) = convert_rows(x, rows, k, kp, norm, quantize_row);
         let (scales, zero_points) = params.into_iter().unzip();
         QuantizedRows {
             data,

@@ -9,12 +9,14 @@
 
 use gemm::Parallelism;
 
+use super::bf16::Bf16Weight;
 #[cfg(openblas)]
 use super::blas;
 use super::int8::Int8Weight;
 use super::passes::in_serial_pass;
 use super::Norm;
 use crate::floats::Floats;
+use crate::model::Precision;
 use rayon::prelude::*;
 
 /// Threads used by the matrix products and the parallel loops.
@@ -170,7 +172,7 @@ pub unsafe fn matmul(
 
 /// `nn.Linear` weights: `weight` is `[out, in]` row-major as stored by PyTorch.
 pub struct Linear {
-    /// `[out_dim, in_dim]`, usually in place in the mapped checkpoint (empty once quantized).
+    /// `[out_dim, in_dim]`, usually in place in the mapped checkpoint (empty once reduced).
     pub weight: Floats,
     /// `[out_dim]`.
     pub bias: Option<Vec<f32>>,
@@ -178,8 +180,16 @@ pub struct Linear {
     pub in_dim: usize,
     /// Output features.
     pub out_dim: usize,
-    /// The int8 form that replaces `weight` after [`Linear::quantize`].
-    pub int8: Option<Int8Weight>,
+    /// The reduced-precision form that replaces `weight` after [`Linear::reduce`].
+    pub reduced: Option<Reduced>,
+}
+
+/// A linear layer's weight in a reduced precision.
+pub enum Reduced {
+    /// Int8 per output channel ([`super::int8`]).
+    Int8(Int8Weight),
+    /// Bfloat16 ([`super::bf16`]).
+    Bf16(Bf16Weight),
 }
 
 /// What to do with the destination's previous contents.
@@ -208,25 +218,28 @@ impl Linear {
             bias,
             in_dim,
             out_dim,
-            int8: None,
+            reduced: None,
         }
     }
 
-    /// Replaces the float weight by its int8 form ([`Int8Weight`]); later products run in int8.
-    pub fn quantize(&mut self) {
-        if self.int8.is_none() {
-            self.int8 = Some(Int8Weight::quantize(
-                &self.weight,
-                self.out_dim,
-                self.in_dim,
-            ));
-            self.weight = Floats::default();
+    /// Replaces the float weight by its `precision` form ([`Int8Weight`], [`Bf16Weight`]);
+    /// later products run in that precision. `f32`, or a layer already reduced: no change.
+    pub fn reduce(&mut self, precision: Precision) {
+        if self.reduced.is_some() {
+            return;
         }
+        let (w, n, k) = (&self.weight, self.out_dim, self.in_dim);
+        self.reduced = match precision {
+            Precision::F32 => return,
+            Precision::Int8 => Some(Reduced::Int8(Int8Weight::quantize(w, n, k))),
+            Precision::Bf16 => Some(Reduced::Bf16(Bf16Weight::convert(w, n, k))),
+        };
+        self.weight = Floats::default();
     }
 
     /// Applies the layer to `LayerNorm(x)` for `rows` rows of `x`. The float path writes the
-    /// normalised rows into `normed` first; the int8 path quantizes each normalised row
-    /// directly and leaves `normed` as it was.
+    /// normalised rows into `normed` first; the reduced paths convert each normalised row
+    /// directly and leave `normed` as it was.
     pub fn forward_normed(
         &self,
         x: &[f32],
@@ -237,8 +250,11 @@ impl Linear {
         epilogue: Epilogue,
     ) {
         let k = self.in_dim;
-        if let Some(q) = &self.int8 {
-            return q.forward_normed(x, rows, norm, self.bias.as_deref(), out, epilogue);
+        let bias = self.bias.as_deref();
+        match &self.reduced {
+            Some(Reduced::Int8(q)) => return q.forward_normed(x, rows, norm, bias, out, epilogue),
+            Some(Reduced::Bf16(q)) => return q.forward_normed(x, rows, norm, bias, out, epilogue),
+            None => {}
         }
         let normed = &mut normed[..rows * k];
         layer_norm(&x[..rows * k], normed, &norm.gamma, &norm.beta, norm.eps);
@@ -247,8 +263,14 @@ impl Linear {
 
     /// Applies the layer to `rows` rows of `x` (`[rows, in_dim]`) into `out` (`[rows, out_dim]`).
     pub fn forward(&self, x: &[f32], rows: usize, out: &mut [f32], epilogue: Epilogue) {
-        if let Some(q) = &self.int8 {
-            return q.forward(x, rows, self.bias.as_deref(), out, epilogue);
+        match &self.reduced {
+            Some(Reduced::Int8(q)) => {
+                return q.forward(x, rows, self.bias.as_deref(), out, epilogue)
+            }
+            Some(Reduced::Bf16(q)) => {
+                return q.forward(x, rows, self.bias.as_deref(), out, epilogue)
+            }
+            None => {}
         }
         let (k, n) = (self.in_dim, self.out_dim);
         debug_assert!(x.len() >= rows * k && out.len() >= rows * n);
@@ -320,6 +342,7 @@ macro_rules! dispatch {
         }
     };
 }
+pub(crate) use dispatch;
 
 #[inline(always)]
 fn add_rows_impl(out: &mut [f32], row: &[f32]) {

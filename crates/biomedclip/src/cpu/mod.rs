@@ -4,10 +4,12 @@
 
 pub mod attention;
 pub mod bert;
+pub mod bf16;
 #[cfg(openblas)]
 pub(crate) mod blas;
 pub mod int8;
 pub mod kernels;
+mod panels;
 pub mod passes;
 pub mod vit;
 

@@ -66,12 +66,13 @@ impl Vit {
         })
     }
 
-    /// Moves the transformer blocks' linear layers to int8 ([`super::int8`]); the patch
-    /// embedding and the projection head stay `f32` (about 1% of the work).
-    pub fn quantize(&mut self) {
+    /// Moves the transformer blocks' linear layers to `precision` ([`super::int8`],
+    /// [`super::bf16`]); the patch embedding and the projection head stay `f32` (about 1% of
+    /// the work).
+    pub fn reduce(&mut self, precision: crate::model::Precision) {
         for b in &mut self.blocks {
             for l in [&mut b.qkv, &mut b.proj, &mut b.fc1, &mut b.fc2] {
-                l.quantize();
+                l.reduce(precision);
             }
         }
     }

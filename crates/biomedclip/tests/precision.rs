@@ -1,5 +1,6 @@
-//! `Precision::Int8` against `f32` on the committed fixtures: every image embedding within
-//! cosine 0.999 of `f32` and every zero-shot top-1 label unchanged, with texts untouched.
+//! `Precision::Int8` and `Precision::Bf16` against `f32` on the committed fixtures: every image
+//! embedding within the precision's cosine bound of `f32` and every zero-shot top-1 label
+//! unchanged, with texts untouched.
 
 mod common;
 
@@ -32,45 +33,68 @@ fn image_paths() -> Vec<std::path::PathBuf> {
     paths
 }
 
-#[test]
-fn int8_embeddings_and_labels_match_f32() {
+/// Every image embedding of `precision` within cosine `bound` of `f32`, the same top-1 label,
+/// the texts bit for bit `f32`. Returns the worst cosine.
+fn embeddings_and_labels_match_f32(precision: Precision, bound: f64) -> f64 {
     let g = golden();
     let exact = load("open_clip_model.safetensors", "tokenizer.json");
-    let mut int8 = load("open_clip_model.safetensors", "tokenizer.json");
-    int8.set_precision(Precision::Int8).unwrap();
-    assert_eq!(int8.precision(), Precision::Int8);
+    let mut reduced = load("open_clip_model.safetensors", "tokenizer.json");
+    reduced.set_precision(precision).unwrap();
+    assert_eq!(reduced.precision(), precision);
 
     let labels = prompts(&g);
     let text = exact.encode_texts(&labels).unwrap();
-    assert_eq!(int8.encode_texts(&labels).unwrap(), text, "texts stay f32");
+    assert_eq!(
+        reduced.encode_texts(&labels).unwrap(),
+        text,
+        "texts stay f32"
+    );
 
     let paths = image_paths();
     assert!(paths.len() >= 50, "{} images", paths.len());
     let want = exact.encode_image_files(&paths);
-    let got = int8.encode_image_files(&paths);
+    let got = reduced.encode_image_files(&paths);
     let mut worst = 1.0f64;
     for ((path, w), o) in paths.iter().zip(want).zip(got) {
         let (w, o) = (w.unwrap(), o.unwrap());
         let cos = cosine(&w, &o);
         worst = worst.min(cos);
-        assert!(cos >= 0.999, "{}: cosine {cos:.6}", path.display());
+        assert!(cos >= bound, "{}: cosine {cos:.6}", path.display());
         let (pw, po) = (
             exact.probabilities(&w, &text),
-            int8.probabilities(&o, &text),
+            reduced.probabilities(&o, &text),
         );
         assert_eq!(argmax(&pw), argmax(&po), "{}: top-1 label", path.display());
-        // Not bit-identical: int8 really is in use.
+        // Not bit-identical: the reduced precision really is in use.
         assert_ne!(w, o, "{}", path.display());
     }
-    eprintln!("{} images, worst cosine {worst:.6}", paths.len());
+    eprintln!(
+        "{}: {} images, worst cosine {worst:.6}",
+        precision.name(),
+        paths.len()
+    );
+    worst
 }
 
 #[test]
-fn int8_is_refused_after_the_fact_and_on_candle() {
+fn int8_embeddings_and_labels_match_f32() {
+    embeddings_and_labels_match_f32(Precision::Int8, 0.999);
+}
+
+#[test]
+fn bf16_embeddings_and_labels_match_f32() {
+    // bf16 keeps 8 significant bits where int8 keeps about 7 over a row's range: closer.
+    embeddings_and_labels_match_f32(Precision::Bf16, 0.9999);
+}
+
+#[test]
+fn reduced_precisions_are_refused_after_the_fact_and_on_candle() {
     let mut int8 = load("open_clip_model.safetensors", "tokenizer.json");
     int8.set_precision(Precision::Int8).unwrap();
     let err = int8.set_precision(Precision::F32).unwrap_err().to_string();
     assert!(err.contains("load it again"), "{err}");
+    let err = int8.set_precision(Precision::Bf16).unwrap_err().to_string();
+    assert!(err.contains("int8 model cannot change to bf16"), "{err}");
 
     let files = common::files("open_clip_model.safetensors", "tokenizer.json");
     let mut candle = biomedclip::BiomedClip::from_files_with(
@@ -84,5 +108,11 @@ fn int8_is_refused_after_the_fact_and_on_candle() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("CPU engine"), "{err}");
+    let err = candle
+        .set_precision(Precision::Bf16)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bf16 precision needs the CPU engine"), "{err}");
     assert!("int4".parse::<Precision>().is_err());
+    assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16);
 }

@@ -1,0 +1,108 @@
+//! What the reduced-precision products ([`super::int8`], [`super::bf16`]) share: the rows of
+//! activations converted once per product (after a LayerNorm when asked), and the product cut
+//! into tasks, blocks of rows times groups of packed weight panels, spread over the threads.
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::kernels::{layer_norm_serial, threads};
+use super::passes::in_serial_pass;
+use super::Norm;
+
+/// The destination of a parallel product; tasks write disjoint elements.
+pub(crate) struct SharedOut(pub *mut f32);
+// SAFETY: every task writes its own (row, column) range only.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The destination's element `offset`.
+    ///
+    /// # Safety
+    /// `offset` must lie inside the destination.
+    pub(crate) unsafe fn at(&self, offset: usize) -> *mut f32 {
+        self.0.add(offset)
+    }
+}
+
+/// `n` rounded up to a multiple of `to`.
+pub(crate) fn padded(n: usize, to: usize) -> usize {
+    n.div_ceil(to) * to
+}
+
+/// Converts `rows` rows of `k` floats (each normalised first when `norm` is given) into rows
+/// of `kp >= k` elements, padding left at `T::default()`: `convert(row, dst)` fills the first
+/// `k` elements of `dst` and returns the row's parameters (a scale, a zero point, or nothing).
+pub(crate) fn convert_rows<T, P>(
+    x: &[f32],
+    rows: usize,
+    k: usize,
+    kp: usize,
+    norm: Option<&Norm>,
+    convert: impl Fn(&[f32], &mut [T]) -> P + Sync,
+) -> (Vec<T>, Vec<P>)
+where
+    T: Copy + Default + Send + Sync,
+    P: Copy + Default + Send,
+{
+    let mut data = vec![T::default(); rows * kp];
+    let mut params = vec![P::default(); rows];
+    let scratch = || vec![0f32; if norm.is_some() { k } else { 0 }];
+    let one = |normed: &mut Vec<f32>, ((dst, row), param): ((&mut [T], &[f32]), &mut P)| {
+        *param = match norm {
+            Some(n) => {
+                layer_norm_serial(row, normed, &n.gamma, &n.beta, n.eps);
+                convert(normed, &mut dst[..k])
+            }
+            None => convert(row, &mut dst[..k]),
+        }
+    };
+    if in_serial_pass() {
+        let mut normed = scratch();
+        data.chunks_mut(kp)
+            .zip(x[..rows * k].chunks(k))
+            .zip(params.iter_mut())
+            .for_each(|item| one(&mut normed, item));
+    } else {
+        data.par_chunks_mut(kp)
+            .zip(x[..rows * k].par_chunks(k))
+            .zip(params.par_iter_mut())
+            .with_min_len(16)
+            .for_each_init(scratch, one);
+    }
+    (data, params)
+}
+
+/// Calls `task(rows, panels)` over blocks of `row_block` rows times groups of weight panels,
+/// cut so that every thread gets several tasks; in parallel unless inside a serial pass.
+pub(crate) fn for_each_block(
+    rows: usize,
+    row_block: usize,
+    panels: usize,
+    task: impl Fn(Range<usize>, Range<usize>) + Sync,
+) {
+    let row_blocks = rows.div_ceil(row_block);
+    let serial = in_serial_pass();
+    let wanted = if serial { 1 } else { 8 * threads() };
+    let panel_block = if row_blocks >= wanted {
+        panels
+    } else {
+        panels.div_ceil(wanted.div_ceil(row_blocks)).max(1)
+    };
+    let panel_blocks = panels.div_ceil(panel_block);
+    let run = |i: usize| {
+        let (rb, pb) = (i / panel_blocks, i % panel_blocks);
+        let r0 = rb * row_block;
+        let p0 = pb * panel_block;
+        task(
+            r0..(r0 + row_block).min(rows),
+            p0..(p0 + panel_block).min(panels),
+        );
+    };
+    let tasks = 0..row_blocks * panel_blocks;
+    if serial {
+        tasks.for_each(run);
+    } else {
+        tasks.into_par_iter().for_each(run);
+    }
+}
