@@ -133,6 +133,10 @@ with torch.no_grad():
 '''
 
 
+# Our reduced precisions, each measured on the image tower against the peers' fp32.
+REDUCED = ("int8", "bf16")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, required=True)
@@ -181,11 +185,13 @@ def main():
         for line in out.splitlines():
             r = json.loads(line)
             got.setdefault(r["work"], {})["ours"] = r["per_second"]
-        # Our int8 image tower against the peers' fp32 (the target compares it with PyTorch fp32).
-        _, _, out = run_measured([*bench, "--precision", "int8", "--no-text"], env)
-        for line in out.splitlines():
-            r = json.loads(line)
-            got.setdefault(f"{r['work']} (ours int8)", {})["ours"] = r["per_second"]
+        # Our reduced-precision image towers against the peers' fp32 (the target compares them
+        # with PyTorch fp32).
+        for precision in REDUCED:
+            _, _, out = run_measured([*bench, "--precision", precision, "--no-text"], env)
+            for line in out.splitlines():
+                r = json.loads(line)
+                got.setdefault(f"{r['work']} (ours {precision})", {})["ours"] = r["per_second"]
 
     rounds = []
     for n in range(args.rounds):
@@ -195,9 +201,10 @@ def main():
         for step in steps:
             step(got)
         for work in list(got):
-            if work.endswith(" (ours int8)"):
-                fp32 = got.get(work.removesuffix(" (ours int8)"), {})
-                got[work].update({e: v for e, v in fp32.items() if e != "ours"})
+            for precision in REDUCED:
+                if work.endswith(f" (ours {precision})"):
+                    fp32 = got.get(work.removesuffix(f" (ours {precision})"), {})
+                    got[work].update({e: v for e, v in fp32.items() if e != "ours"})
         rounds.append(got)
     print_table(rounds, cold, args)
 
@@ -305,8 +312,8 @@ def print_table(rounds, cold, args):
     if lat:
         print(f"\nImage latency at batch 1 (median): {' / '.join(lat)}.")
     print("\nRatios are speed-ups (for cold start and memory: how many times less); for throughputs "
-          "the median of the per-round ratios. Rows marked 'ours int8' run our image tower with "
-          "--precision int8 against the peers in fp32.")
+          "the median of the per-round ratios. Rows marked 'ours int8' or 'ours bf16' run our image "
+          "tower with that --precision against the peers in fp32.")
 
 
 if __name__ == "__main__":
