@@ -74,6 +74,17 @@ impl Bert {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let mut layers = layers;
+        for l in &mut layers {
+            for lin in [
+                &mut l.qkv,
+                &mut l.attn_out,
+                &mut l.intermediate,
+                &mut l.output,
+            ] {
+                lin.pack();
+            }
+        }
         let projection = match d.projection {
             TextProjection::Mlp => {
                 let mid = (h + embed_dim) / 2;

@@ -182,6 +182,9 @@ pub struct Linear {
     pub out_dim: usize,
     /// The reduced-precision form that replaces `weight` after [`Linear::reduce`].
     pub reduced: Option<Reduced>,
+    /// The packed `f32` form that replaces `weight` after [`Linear::pack`].
+    #[cfg(target_arch = "x86_64")]
+    pub packed: Option<super::packed::PackedWeight>,
 }
 
 /// A linear layer's weight in a reduced precision.
@@ -219,14 +222,20 @@ impl Linear {
             in_dim,
             out_dim,
             reduced: None,
+            #[cfg(target_arch = "x86_64")]
+            packed: None,
         }
     }
 
     /// Replaces the float weight by its `precision` form ([`Int8Weight`], [`Bf16Weight`]);
     /// later products run in that precision. `f32`, or a layer already reduced: no change.
     pub fn reduce(&mut self, precision: Precision) {
-        if self.reduced.is_some() {
+        if self.reduced.is_some() || precision == Precision::F32 {
             return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(p) = self.packed.take() {
+            self.weight = p.unpacked().into();
         }
         let (w, n, k) = (&self.weight, self.out_dim, self.in_dim);
         self.reduced = match precision {
@@ -235,6 +244,17 @@ impl Linear {
             Precision::Bf16 => Some(Reduced::Bf16(Bf16Weight::convert(w, n, k))),
         };
         self.weight = Floats::default();
+    }
+
+    /// Packs the float weight for the AVX-512 kernel ([`super::packed`]) where the CPU runs
+    /// it; elsewhere the weight stays as it is, for the BLAS path.
+    pub fn pack(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        if self.packed.is_none() && self.reduced.is_none() && super::packed::available() {
+            let p = super::packed::PackedWeight::pack(&self.weight, self.out_dim, self.in_dim);
+            self.packed = Some(p);
+            self.weight = Floats::default();
+        }
     }
 
     /// Applies the layer to `LayerNorm(x)` for `rows` rows of `x`. The float path writes the
@@ -271,6 +291,10 @@ impl Linear {
                 return q.forward(x, rows, self.bias.as_deref(), out, epilogue)
             }
             None => {}
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(p) = &self.packed {
+            return p.forward(x, rows, self.bias.as_deref(), out, epilogue);
         }
         let (k, n) = (self.in_dim, self.out_dim);
         debug_assert!(x.len() >= rows * k && out.len() >= rows * n);

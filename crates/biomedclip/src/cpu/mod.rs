@@ -9,6 +9,8 @@ pub mod bf16;
 pub(crate) mod blas;
 pub mod int8;
 pub mod kernels;
+#[cfg(target_arch = "x86_64")]
+pub mod packed;
 mod panels;
 pub mod passes;
 pub mod vit;

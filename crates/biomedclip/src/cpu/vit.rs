@@ -52,6 +52,12 @@ impl Vit {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let mut blocks = blocks;
+        for b in &mut blocks {
+            for l in [&mut b.qkv, &mut b.proj, &mut b.fc1, &mut b.fc2] {
+                l.pack();
+            }
+        }
         Ok(Vit {
             patch,
             cls_token: w.get_vec(&format!("{t}.cls_token"), &[1, 1, c])?,
