@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::kernels::{layer_norm_serial, threads};
+use super::kernels::{layer_norm_serial, threads, Epilogue};
 use super::passes::in_serial_pass;
 use super::Norm;
 
@@ -105,4 +105,33 @@ pub(crate) fn for_each_block(
     } else {
         tasks.into_par_iter().for_each(run);
     }
+}
+
+/// Writes 16 finished sums `v` (bias included) to `out` by `epilogue`: as they are, added to
+/// what `out` holds, or through GELU; lanes outside `mask` are neither read nor written. The
+/// last step of every AVX-512 product kernel.
+///
+/// # Safety
+/// The CPU must have AVX-512F; `out` must be valid for the lanes in `mask`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+pub(crate) unsafe fn store16(
+    out: *mut f32,
+    v: std::arch::x86_64::__m512,
+    epilogue: Epilogue,
+    mask: std::arch::x86_64::__mmask16,
+) {
+    use std::arch::x86_64::*;
+    let v = match epilogue {
+        Epilogue::Overwrite => v,
+        Epilogue::Accumulate => _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, out)),
+        Epilogue::Gelu => {
+            let mut vals = [0f32; 16];
+            _mm512_storeu_ps(vals.as_mut_ptr(), v);
+            super::kernels::gelu_impl(&mut vals);
+            _mm512_loadu_ps(vals.as_ptr())
+        }
+    };
+    _mm512_mask_storeu_ps(out, mask, v);
 }

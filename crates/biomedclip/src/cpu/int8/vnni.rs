@@ -9,8 +9,8 @@
 use std::arch::x86_64::*;
 
 use super::avx2::Tile;
-use super::{Epilogue, KU, MR, NR};
-use crate::cpu::kernels::gelu_impl;
+use super::{KU, MR, NR};
+use crate::cpu::panels::store16;
 
 /// Rows per tile: eight accumulators keep `vpdpbusd`'s latency hidden while the panel's
 /// group is loaded once per eight rows.
@@ -98,17 +98,7 @@ unsafe fn tile_store<const R: usize>(a: &[u8], kp: usize, b: &[i8], t: &Tile) {
         let za = _mm512_set1_epi32(t.act_zeros[i]);
         let exact = _mm512_sub_epi32(*acc, _mm512_mullo_epi32(za, sums));
         let scale = _mm512_mul_ps(_mm512_set1_ps(t.act_scales[i]), scales);
-        let mut v = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(exact), bias);
-        match t.epilogue {
-            Epilogue::Overwrite => {}
-            Epilogue::Accumulate => v = _mm512_add_ps(v, _mm512_loadu_ps(out)),
-            Epilogue::Gelu => {
-                let mut row = [0f32; NR];
-                _mm512_storeu_ps(row.as_mut_ptr(), v);
-                gelu_impl(&mut row);
-                v = _mm512_loadu_ps(row.as_ptr());
-            }
-        }
-        _mm512_storeu_ps(out, v);
+        let v = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(exact), bias);
+        store16(out, v, t.epilogue, !0);
     }
 }
