@@ -379,13 +379,7 @@ unsafe fn emulated_tile_store<const R: usize>(t: &Tile, r: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
+    use crate::cpu::test_support::{epilogue_cases, lcg, max_abs_diff, reference};
 
     #[test]
     fn rounding_to_bf16_is_to_nearest_even() {
@@ -416,19 +410,6 @@ mod tests {
         assert_eq!(vectorised, scalar);
     }
 
-    fn reference(x: &[f32], w: &[f32], bias: &[f32], rows: usize, k: usize, n: usize) -> Vec<f32> {
-        let mut out = vec![0f32; rows * n];
-        for r in 0..rows {
-            for c in 0..n {
-                let dot: f64 = (0..k)
-                    .map(|i| x[r * k + i] as f64 * w[c * k + i] as f64)
-                    .sum();
-                out[r * n + c] = dot as f32 + bias[c];
-            }
-        }
-        out
-    }
-
     #[test]
     fn bf16_product_is_close_to_f32_for_every_epilogue() {
         // Odd sizes exercise the padded input pair, a partial panel and a partial tile.
@@ -441,23 +422,9 @@ mod tests {
         let want = reference(&x, &w, &bias, rows, k, n);
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
         let residual: Vec<f32> = (0..rows * n).map(|_| lcg(&mut seed)).collect();
-        let mut gelu_want = want.clone();
-        gelu_serial(&mut gelu_want);
-        let cases = [
-            (Epilogue::Overwrite, vec![0f32; rows * n], want.clone()),
-            (
-                Epilogue::Accumulate,
-                residual.clone(),
-                want.iter().zip(&residual).map(|(a, b)| a + b).collect(),
-            ),
-            (Epilogue::Gelu, vec![0f32; rows * n], gelu_want),
-        ];
-        for (epilogue, mut out, expected) in cases {
+        for (epilogue, mut out, expected) in epilogue_cases(&want, &residual) {
             q.forward(&x, rows, Some(&bias), &mut out, epilogue);
-            let err = out
-                .iter()
-                .zip(&expected)
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            let err = max_abs_diff(&out, &expected);
             // Rounding both operands to 8 significant bits: about 2^-8 of the terms' size,
             // mostly cancelling over 75 terms.
             assert!(err < 0.01 * scale, "max error {err} against scale {scale}");

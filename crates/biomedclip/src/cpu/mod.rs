@@ -13,6 +13,8 @@ pub mod kernels;
 pub mod packed;
 mod panels;
 pub mod passes;
+#[cfg(test)]
+mod test_support;
 pub mod vit;
 
 use crate::error::Result;

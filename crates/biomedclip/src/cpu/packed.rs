@@ -221,14 +221,7 @@ unsafe fn tile_store<const R: usize, const P: usize>(t: &Tile, r: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::kernels::gelu_serial;
-
-    fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
+    use crate::cpu::test_support::{epilogue_cases, lcg, max_abs_diff, reference};
 
     #[test]
     fn packed_product_matches_f64_for_every_epilogue() {
@@ -244,33 +237,11 @@ mod tests {
             let bias: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
             let packed = PackedWeight::pack(&w, n, k);
             assert_eq!(packed.unpacked(), w);
-            let mut want = vec![0f32; rows * n];
-            for r in 0..rows {
-                for c in 0..n {
-                    let dot: f64 = (0..k)
-                        .map(|i| x[r * k + i] as f64 * w[c * k + i] as f64)
-                        .sum();
-                    want[r * n + c] = (dot + bias[c] as f64) as f32;
-                }
-            }
+            let want = reference(&x, &w, &bias, rows, k, n);
             let residual: Vec<f32> = (0..rows * n).map(|_| lcg(&mut seed)).collect();
-            let mut gelu_want = want.clone();
-            gelu_serial(&mut gelu_want);
-            let cases = [
-                (Epilogue::Overwrite, vec![0f32; rows * n], want.clone()),
-                (
-                    Epilogue::Accumulate,
-                    residual.clone(),
-                    want.iter().zip(&residual).map(|(a, b)| a + b).collect(),
-                ),
-                (Epilogue::Gelu, vec![0f32; rows * n], gelu_want),
-            ];
-            for (epilogue, mut out, expected) in cases {
+            for (epilogue, mut out, expected) in epilogue_cases(&want, &residual) {
                 packed.forward(&x, rows, Some(&bias), &mut out, epilogue);
-                let err = out
-                    .iter()
-                    .zip(&expected)
-                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                let err = max_abs_diff(&out, &expected);
                 assert!(err < 1e-5, "{rows}x{k}x{n}: max error {err}");
             }
         }
