@@ -4,17 +4,21 @@
 //! Written by hand because a BLAS call packs both operands on every call (OpenBLAS: 5% of the
 //! image tower's time at batch 8 and 11% of the text tower's on Zen 4), while a layer's weights
 //! never change. Here each weight is packed at load into panels of 16 output channels, one
-//! 512-bit register per input, and each row of activations is read in place, one broadcast per
-//! input serving two panels: tiles of 12 rows by 32 channels keep 24 sums in registers. Sums run
-//! over the inputs in order, starting at the bias; the residual is added after. Where the CPU has
-//! no AVX-512 the float weights stay as they are and the BLAS path runs instead.
+//! 512-bit register per input, and one broadcast per row and input serves two panels: tiles of
+//! 12 rows by 32 channels keep 24 sums in registers. The rows of a tile are first interleaved
+//! (input by input, the tile's 12 values side by side), so that the kernel reads them as one
+//! stream instead of twelve. Sums run over the inputs in order, starting at the bias; the
+//! residual is added after. Where the CPU has no AVX-512 the float weights stay as they are and
+//! the BLAS path runs instead.
 
 use std::arch::x86_64::*;
+use std::cell::Cell;
+use std::ops::Range;
 
 use rayon::prelude::*;
 
 use super::kernels::Epilogue;
-use super::panels::{for_each_block, padded, store16, SharedOut};
+use super::panels::{for_each_prepared_block, padded, store16, SharedOut};
 
 /// Output channels per panel (one register of sums).
 const NR: usize = 16;
@@ -99,34 +103,133 @@ impl PackedWeight {
         // captions, prompts 10-15% faster, images 1-2%.
         let row_block = ((512 * 1024 / (4 * k)) / ROWS * ROWS).clamp(ROWS, 240);
         let dst = SharedOut(out.as_mut_ptr());
-        for_each_block(rows, row_block, padded(n, NR) / NR, |rows, panels| {
-            let mut p = panels.start;
-            while p < panels.end {
-                let count = if p + WIDE <= panels.end { WIDE } else { 1 };
-                let c0 = p * NR;
-                let tile = Tile {
-                    a: &x[rows.start * k..rows.end * k],
-                    k,
-                    b: &self.packed[p * k * NR..(p + count) * k * NR],
-                    bias: bias.map(|b| &b[c0..(c0 + count * NR).min(n)]),
-                    // SAFETY: the offset lies inside `out`.
-                    out: unsafe { dst.at(rows.start * n + c0) },
-                    out_stride: n,
-                    width: (n - c0).min(count * NR),
-                    epilogue,
-                };
-                // SAFETY: the CPU has AVX-512F (`available`, checked when packing); tasks
-                // cover disjoint (row, column) ranges of `out`, which outlives the loop.
-                unsafe { panel_store(&tile) };
-                p += count;
-            }
-        });
+        let interleaved = |rows: Range<usize>| {
+            // Taken, not borrowed: a product started meanwhile on this thread (work stealing)
+            // finds it empty and allocates its own.
+            let mut tiles = TILE_INPUTS.take();
+            interleave(&x[rows.start * k..rows.end * k], k, &mut tiles);
+            ReturnOnDrop(tiles)
+        };
+        let panels = padded(n, NR) / NR;
+        for_each_prepared_block(
+            rows,
+            row_block,
+            panels,
+            interleaved,
+            |tiles, rows, panels| {
+                let mut p = panels.start;
+                while p < panels.end {
+                    let count = if p + WIDE <= panels.end { WIDE } else { 1 };
+                    let c0 = p * NR;
+                    let tile = Tile {
+                        a: &tiles.0[..rows.len() * k],
+                        k,
+                        b: &self.packed[p * k * NR..(p + count) * k * NR],
+                        bias: bias.map(|b| &b[c0..(c0 + count * NR).min(n)]),
+                        // SAFETY: the offset lies inside `out`.
+                        out: unsafe { dst.at(rows.start * n + c0) },
+                        out_stride: n,
+                        width: (n - c0).min(count * NR),
+                        epilogue,
+                    };
+                    // SAFETY: the CPU has AVX-512F (`available`, checked when packing); tasks
+                    // cover disjoint (row, column) ranges of `out`, which outlives the loop.
+                    unsafe { panel_store(&tile) };
+                    p += count;
+                }
+            },
+        );
     }
+}
+
+thread_local! {
+    /// The buffer of interleaved rows, kept from one block to the next.
+    static TILE_INPUTS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// A block's interleaved rows, given back to [`TILE_INPUTS`] when the block is done.
+struct ReturnOnDrop(Vec<f32>);
+
+impl Drop for ReturnOnDrop {
+    fn drop(&mut self) {
+        TILE_INPUTS.set(std::mem::take(&mut self.0));
+    }
+}
+
+/// Copies `rows` (`k` inputs each) into the first `rows.len()` elements of `dst` (grown when
+/// shorter) tile by tile, the kernel's order: tile `q` (rows
+/// `q * ROWS..`, `m` of them: [`ROWS`] but for the last) at `q * ROWS * k`, its row `j`'s
+/// input `i` at `i * m + j`. Interleaved, inputs 16 x 4 rows at a time: against reading the
+/// rows in place (12 streams per tile), 3-6% more multiply-adds per second on the text
+/// tower's shapes; against a plain copy loop, a third of the time.
+fn interleave(rows: &[f32], k: usize, dst: &mut Vec<f32>) {
+    // Grown, never cleared: every element is written below.
+    if dst.len() < rows.len() {
+        dst.resize(rows.len(), 0.0);
+    }
+    let dst = &mut dst[..rows.len()];
+    for (tile, out) in rows.chunks(ROWS * k).zip(dst.chunks_mut(ROWS * k)) {
+        let m = tile.len() / k;
+        let mut done = 0;
+        for g in (0..m - m % 4).step_by(4) {
+            // SAFETY: the CPU has AVX-512F (the packed kernel runs only then); sizes are
+            // checked by `interleave_four_rows`.
+            done = unsafe { interleave_four_rows(tile, k, m, g, out) };
+        }
+        for i in 0..k {
+            let first = if i < done { m - m % 4 } else { 0 };
+            for j in first..m {
+                out[i * m + j] = tile[j * k + i];
+            }
+        }
+    }
+}
+
+/// Rows `g..g + 4` of a tile of `m` rows in [`interleave`]'s order, 16 inputs at a time (each
+/// 4 x 4 block transposed in registers); returns how many inputs it wrote (a multiple of 16).
+#[target_feature(enable = "avx512f")]
+unsafe fn interleave_four_rows(
+    tile: &[f32],
+    k: usize,
+    m: usize,
+    g: usize,
+    out: &mut [f32],
+) -> usize {
+    assert!(
+        g + 4 <= m && tile.len() == m * k && out.len() == m * k,
+        "tile sizes"
+    );
+    let whole = k / 16 * 16;
+    let (src, dst) = (tile.as_ptr(), out.as_mut_ptr());
+    for i0 in (0..whole).step_by(16) {
+        let r: [__m512; 4] = std::array::from_fn(|j| _mm512_loadu_ps(src.add((g + j) * k + i0)));
+        // Within each 128-bit lane l: rows x inputs i0 + 4l.. -> inputs x rows.
+        let t0 = _mm512_castps_pd(_mm512_unpacklo_ps(r[0], r[1]));
+        let t1 = _mm512_castps_pd(_mm512_unpackhi_ps(r[0], r[1]));
+        let t2 = _mm512_castps_pd(_mm512_unpacklo_ps(r[2], r[3]));
+        let t3 = _mm512_castps_pd(_mm512_unpackhi_ps(r[2], r[3]));
+        let columns = [
+            _mm512_unpacklo_pd(t0, t2),
+            _mm512_unpackhi_pd(t0, t2),
+            _mm512_unpacklo_pd(t1, t3),
+            _mm512_unpackhi_pd(t1, t3),
+        ];
+        for (q, v) in columns.into_iter().enumerate() {
+            // Lane l of `v` holds input i0 + 4l + q of the four rows.
+            let v = _mm512_castpd_ps(v);
+            let at = |l: usize| dst.add((i0 + 4 * l + q) * m + g);
+            _mm_storeu_ps(at(0), _mm512_extractf32x4_ps::<0>(v));
+            _mm_storeu_ps(at(1), _mm512_extractf32x4_ps::<1>(v));
+            _mm_storeu_ps(at(2), _mm512_extractf32x4_ps::<2>(v));
+            _mm_storeu_ps(at(3), _mm512_extractf32x4_ps::<3>(v));
+        }
+    }
+    whole
 }
 
 /// Rows of one task against one or two consecutive panels, and where their sums go.
 struct Tile<'a> {
-    /// The rows' inputs, `k` per row.
+    /// The rows' inputs, `k` per row, interleaved by [`interleave`].
     a: &'a [f32],
     k: usize,
     /// The packed panels, one after the other.
@@ -204,7 +307,7 @@ unsafe fn tile_store<const R: usize, const P: usize>(t: &Tile, r: usize) {
     for i in 0..k {
         let w: [__m512; P] = std::array::from_fn(|j| _mm512_loadu_ps(bp.add(j * panel + i * NR)));
         for (row, sums) in acc.iter_mut().enumerate() {
-            let x = _mm512_set1_ps(*ap.add(row * k + i));
+            let x = _mm512_set1_ps(*ap.add(i * R + row));
             for (s, &w) in sums.iter_mut().zip(&w) {
                 *s = _mm512_fmadd_ps(x, w, *s);
             }
@@ -243,6 +346,32 @@ mod tests {
                 packed.forward(&x, rows, Some(&bias), &mut out, epilogue);
                 let err = max_abs_diff(&out, &expected);
                 assert!(err < 1e-5, "{rows}x{k}x{n}: max error {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn interleaving_puts_each_tiles_rows_side_by_side() {
+        if !std::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        // A whole tile and a partial one of 7 rows (one group of four, three left); 37
+        // inputs: two blocks of 16 and five left.
+        for (rows, k) in [(19, 37), (12, 64), (3, 16)] {
+            let x: Vec<f32> = (0..rows * k).map(|v| v as f32).collect();
+            let mut dst = vec![-1.0; 5];
+            interleave(&x, k, &mut dst);
+            assert_eq!(dst.len(), rows * k);
+            for r in 0..rows {
+                let (q, j) = (r / ROWS, r % ROWS);
+                let m = (rows - q * ROWS).min(ROWS);
+                for i in 0..k {
+                    assert_eq!(
+                        dst[q * ROWS * k + i * m + j],
+                        x[r * k + i],
+                        "row {r} input {i}"
+                    );
+                }
             }
         }
     }
