@@ -42,9 +42,8 @@ impl Common {
             .model
             .resolve()
             .with_context(|| format!("cannot load model {}", self.model))?;
-        let mut model = BiomedClip::from_files(&files, &Device::Cpu)
+        let model = BiomedClip::from_files_at(&files, &Device::Cpu, self.precision)
             .with_context(|| format!("cannot load model {}", self.model))?;
-        model.set_precision(self.precision)?;
         if !self.precision.accelerated() {
             eprintln!(
                 "warning: this CPU lacks AVX512_BF16, so bf16 is emulated (same numbers, slower \

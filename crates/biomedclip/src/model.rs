@@ -20,6 +20,14 @@ use crate::tokenize::TextTokenizer;
 use crate::vision::VisionTower;
 use crate::weights::Weights;
 
+/// The error for a reduced precision asked of the candle engine.
+fn needs_cpu_engine(precision: Precision) -> Error {
+    Error::InvalidInput(format!(
+        "{} precision needs the CPU engine (a CPU device and the default backend)",
+        precision.name()
+    ))
+}
+
 /// `x / max(||x||, 1e-12)`, as `F.normalize`.
 fn normalized(x: &[f32]) -> Vec<f32> {
     let norm = x.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
@@ -154,6 +162,31 @@ impl BiomedClip {
 
     /// Loads a model from resolved files with a chosen backend.
     pub fn from_files_with(files: &ModelFiles, device: &Device, backend: Backend) -> Result<Self> {
+        Self::build(files, device, backend, Precision::F32)
+    }
+
+    /// Loads a model from resolved files at `precision` (CPU engine): the same model as
+    /// [`Self::from_files`] followed by [`Self::set_precision`], but a reduced image tower is
+    /// built straight from the checkpoint's weights, never laid out in `f32` first (less
+    /// memory and time at start-up).
+    pub fn from_files_at(
+        files: &ModelFiles,
+        device: &Device,
+        precision: Precision,
+    ) -> Result<Self> {
+        Self::build(files, device, Backend::Auto, precision)
+    }
+
+    fn build(
+        files: &ModelFiles,
+        device: &Device,
+        backend: Backend,
+        precision: Precision,
+    ) -> Result<Self> {
+        let cpu_engine = backend == Backend::Auto && device.is_cpu();
+        if precision != Precision::F32 && !cpu_engine {
+            return Err(needs_cpu_engine(precision));
+        }
         let cfg = OpenClipConfig::from_file(&files.config)?;
         let bert = files
             .text_config
@@ -162,9 +195,9 @@ impl BiomedClip {
             .transpose()?;
         let weights = Weights::open(&files.weights, device)?;
         let dims = ModelDims::infer(&cfg, &files.config, bert.as_ref(), &weights)?;
-        let towers = if backend == Backend::Auto && device.is_cpu() {
+        let towers = if cpu_engine {
             let (vit, bert) = rayon::join(
-                || crate::cpu::vit::Vit::load(&weights, &dims.vision, dims.embed_dim),
+                || crate::cpu::vit::Vit::load(&weights, &dims.vision, dims.embed_dim, precision),
                 || crate::cpu::bert::Bert::load(&weights, &dims.text, dims.embed_dim),
             );
             Towers::Cpu(Box::new(vit?), Box::new(bert?))
@@ -208,7 +241,7 @@ impl BiomedClip {
             logit_scale,
             dims,
             device: device.clone(),
-            precision: Precision::F32,
+            precision,
         })
     }
 
@@ -253,12 +286,7 @@ impl BiomedClip {
         }
         match &mut self.towers {
             Towers::Cpu(vit, _) => vit.reduce(precision),
-            Towers::Candle(..) => {
-                return Err(Error::InvalidInput(format!(
-                    "{} precision needs the CPU engine (a CPU device and the default backend)",
-                    precision.name()
-                )))
-            }
+            Towers::Candle(..) => return Err(needs_cpu_engine(precision)),
         }
         self.precision = precision;
         Ok(())

@@ -54,6 +54,22 @@ fn embeddings_and_labels_match_f32(precision: Precision, bound: f64) -> f64 {
     assert!(paths.len() >= 50, "{} images", paths.len());
     let want = exact.encode_image_files(&paths);
     let got = reduced.encode_image_files(&paths);
+    // Loaded at the precision: the same weights, never laid out in f32, the same bits.
+    let mut direct = biomedclip::BiomedClip::from_files_at(
+        &common::files("open_clip_model.safetensors", "tokenizer.json"),
+        &biomedclip::Device::Cpu,
+        precision,
+    )
+    .unwrap();
+    direct.set_rendering(biomedclip::render::Rendering::reference());
+    assert_eq!(direct.precision(), precision);
+    for (path, (a, b)) in paths
+        .iter()
+        .zip(direct.encode_image_files(&paths).iter().zip(&got))
+    {
+        let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
+        assert_eq!(a, b, "{}: loaded at {}", path.display(), precision.name());
+    }
     let mut worst = 1.0f64;
     for ((path, w), o) in paths.iter().zip(want).zip(got) {
         let (w, o) = (w.unwrap(), o.unwrap());

@@ -5,6 +5,7 @@ use super::kernels::{layer_norm, Epilogue, Linear};
 use super::{linear, norm, Norm};
 use crate::config::VisionDims;
 use crate::error::Result;
+use crate::model::Precision;
 use crate::weights::Weights;
 
 struct Block {
@@ -28,8 +29,14 @@ pub struct Vit {
 }
 
 impl Vit {
-    /// Loads `visual.trunk.*` and `visual.head.proj.*`.
-    pub fn load(w: &Weights, d: &VisionDims, embed_dim: usize) -> Result<Self> {
+    /// Loads `visual.trunk.*` and `visual.head.proj.*`, the transformer blocks' linear layers
+    /// at `precision` (see [`Vit::reduce`]).
+    pub fn load(
+        w: &Weights,
+        d: &VisionDims,
+        embed_dim: usize,
+        precision: Precision,
+    ) -> Result<Self> {
         let t = "visual.trunk";
         let (c, p) = (d.width, d.patch);
         let grid = d.image_size / p;
@@ -55,7 +62,10 @@ impl Vit {
         let mut blocks = blocks;
         for b in &mut blocks {
             for l in [&mut b.qkv, &mut b.proj, &mut b.fc1, &mut b.fc2] {
-                l.pack();
+                match precision {
+                    Precision::F32 => l.pack(),
+                    reduced => l.reduce(reduced),
+                }
             }
         }
         Ok(Vit {
@@ -75,7 +85,7 @@ impl Vit {
     /// Moves the transformer blocks' linear layers to `precision` ([`super::int8`],
     /// [`super::bf16`]); the patch embedding and the projection head stay `f32` (about 1% of
     /// the work).
-    pub fn reduce(&mut self, precision: crate::model::Precision) {
+    pub fn reduce(&mut self, precision: Precision) {
         for b in &mut self.blocks {
             for l in [&mut b.qkv, &mut b.proj, &mut b.fc1, &mut b.fc2] {
                 l.reduce(precision);
