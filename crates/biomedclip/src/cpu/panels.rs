@@ -1,6 +1,7 @@
-//! What the reduced-precision products ([`super::int8`], [`super::bf16`]) share: the rows of
-//! activations converted once per product (after a LayerNorm when asked), and the product cut
-//! into tasks, blocks of rows times groups of packed weight panels, spread over the threads.
+//! What the packed-weight products ([`super::int8`], [`super::bf16`], and on x86-64
+//! `super::packed`) share: the rows of activations converted once per product (after a
+//! LayerNorm when asked), the product cut into tasks, blocks of rows times groups of packed
+//! weight panels, spread over the threads, and the AVX-512 kernels' final store.
 
 use std::ops::Range;
 
