@@ -14,7 +14,7 @@
 //! float and both paths give the same sums.
 
 use super::kernels::{dispatch, gelu_serial, Epilogue};
-use super::panels::{convert_rows, for_each_block, padded, SharedOut};
+use super::panels::{convert_rows, for_each_block, for_rows, padded, SharedOut};
 use super::Norm;
 
 #[cfg(target_arch = "x86_64")]
@@ -224,27 +224,6 @@ impl Tile<'_> {
 /// Most rows of a tile on any kernel.
 const MAX_ROWS: usize = 12;
 
-/// `for_rows!(m, kernel, [G], (args))` calls `kernel::<R, G>(args)` with the const `R` equal to the row count `$m`
-/// (1..=MAX_ROWS), so that each tile height gets its own fully unrolled kernel.
-macro_rules! for_rows {
-    ($m:expr, $kernel:ident, [$($g:tt),*], ($($arg:expr),*)) => {
-        match $m {
-            12 => $kernel::<12, $($g),*>($($arg),*),
-            11 => $kernel::<11, $($g),*>($($arg),*),
-            10 => $kernel::<10, $($g),*>($($arg),*),
-            9 => $kernel::<9, $($g),*>($($arg),*),
-            8 => $kernel::<8, $($g),*>($($arg),*),
-            7 => $kernel::<7, $($g),*>($($arg),*),
-            6 => $kernel::<6, $($g),*>($($arg),*),
-            5 => $kernel::<5, $($g),*>($($arg),*),
-            4 => $kernel::<4, $($g),*>($($arg),*),
-            3 => $kernel::<3, $($g),*>($($arg),*),
-            2 => $kernel::<2, $($g),*>($($arg),*),
-            _ => $kernel::<1, $($g),*>($($arg),*),
-        }
-    };
-}
-use for_rows;
 const _: () = assert!(MAX_ROWS == 12, "for_rows! covers 1 to 12 rows");
 /// The bf16 product kernel chosen for this CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::kernels::Epilogue;
-use super::panels::{for_each_prepared_block, padded, store16, SharedOut};
+use super::panels::{for_each_prepared_block, for_rows, padded, store16, SharedOut};
 
 /// Output channels per panel (one register of sums).
 const NR: usize = 16;
@@ -256,33 +256,15 @@ unsafe fn panel_store(t: &Tile) {
     let mut r = 0;
     while r < rows {
         let m = (rows - r).min(ROWS);
-        macro_rules! rows {
-            ($p:expr) => {
-                match m {
-                    12 => tile_store::<12, $p>(t, r),
-                    11 => tile_store::<11, $p>(t, r),
-                    10 => tile_store::<10, $p>(t, r),
-                    9 => tile_store::<9, $p>(t, r),
-                    8 => tile_store::<8, $p>(t, r),
-                    7 => tile_store::<7, $p>(t, r),
-                    6 => tile_store::<6, $p>(t, r),
-                    5 => tile_store::<5, $p>(t, r),
-                    4 => tile_store::<4, $p>(t, r),
-                    3 => tile_store::<3, $p>(t, r),
-                    2 => tile_store::<2, $p>(t, r),
-                    _ => tile_store::<1, $p>(t, r),
-                }
-            };
-        }
         if two {
-            rows!(WIDE)
+            for_rows!(m, tile_store, [WIDE], (t, r));
         } else {
-            rows!(1)
+            for_rows!(m, tile_store, [1], (t, r));
         }
         r += m;
     }
 }
-const _: () = assert!(ROWS <= 12, "panel_store covers 1 to 12 rows");
+const _: () = assert!(ROWS <= 12, "for_rows! covers 1 to 12 rows");
 
 /// Rows `r..r + R` of `t` against its `P` panels: sums started at the bias, one FMA per row,
 /// panel and input, then the epilogue in registers; lanes past `t.width` are not written.

@@ -143,6 +143,29 @@ fn block(i: usize, size: usize, len: usize) -> Range<usize> {
     i * size..((i + 1) * size).min(len)
 }
 
+/// `for_rows!(m, kernel, [G], (args))` calls `kernel::<R, G>(args)` with the const `R` equal to the row count `$m`
+/// (1 to 12), so that each tile height gets its own fully unrolled kernel. Shared by the
+/// bf16 and packed `f32` kernels, whose tiles have at most 12 rows.
+macro_rules! for_rows {
+    ($m:expr, $kernel:ident, [$($g:tt),*], ($($arg:expr),*)) => {
+        match $m {
+            12 => $kernel::<12, $($g),*>($($arg),*),
+            11 => $kernel::<11, $($g),*>($($arg),*),
+            10 => $kernel::<10, $($g),*>($($arg),*),
+            9 => $kernel::<9, $($g),*>($($arg),*),
+            8 => $kernel::<8, $($g),*>($($arg),*),
+            7 => $kernel::<7, $($g),*>($($arg),*),
+            6 => $kernel::<6, $($g),*>($($arg),*),
+            5 => $kernel::<5, $($g),*>($($arg),*),
+            4 => $kernel::<4, $($g),*>($($arg),*),
+            3 => $kernel::<3, $($g),*>($($arg),*),
+            2 => $kernel::<2, $($g),*>($($arg),*),
+            _ => $kernel::<1, $($g),*>($($arg),*),
+        }
+    };
+}
+pub(crate) use for_rows;
+
 /// Writes 16 finished sums `v` (bias included) to `out` by `epilogue`: as they are, added to
 /// what `out` holds, or through GELU; lanes outside `mask` are neither read nor written. The
 /// last step of every AVX-512 product kernel. A full mask takes plain loads and stores: masked

@@ -6,7 +6,7 @@
 use std::arch::x86_64::*;
 
 use super::{Tile, KU, NR};
-use crate::cpu::panels::store16;
+use crate::cpu::panels::{for_rows, store16};
 
 /// Panels per tile where the row's panels allow: each row's broadcast input pair then serves
 /// two panels, which on Zen 4 runs 1.3x faster than one panel of 12 rows at a time (three
@@ -36,9 +36,9 @@ pub unsafe fn panel_store(t: &Tile) {
     while r < rows {
         let m = (rows - r).min(ROWS);
         if t.width == NR {
-            super::for_rows!(m, tile_store, [1], (t, r));
+            for_rows!(m, tile_store, [1], (t, r));
         } else {
-            super::for_rows!(m, tile_store, [WIDE], (t, r));
+            for_rows!(m, tile_store, [WIDE], (t, r));
         }
         r += m;
     }
