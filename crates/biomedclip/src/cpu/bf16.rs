@@ -178,7 +178,7 @@ impl Bf16Weight {
             let width = (n - c0).min(count * NR);
             let tile = Tile {
                 a: &acts[rows.start * kp..rows.end * kp],
-                kp,
+                row_len: kp,
                 b: self.panels(p..p + count),
                 bias: bias.map(|b| &b[c0..c0 + width]),
                 out: dst.at(rows.start * n + c0),
@@ -198,28 +198,8 @@ impl Bf16Weight {
     }
 }
 
-/// Rows of one task against one or more consecutive packed panels, and where their sums go.
-struct Tile<'a> {
-    /// The rows' bf16 inputs, `kp` per row.
-    a: &'a [u16],
-    kp: usize,
-    /// The packed panels, one after the other.
-    b: &'a [u16],
-    /// The tile's `width` biases.
-    bias: Option<&'a [f32]>,
-    /// The tile's first output.
-    out: *mut f32,
-    out_stride: usize,
-    /// Real channels in the panels (the last panel of a layer may be partial).
-    width: usize,
-    epilogue: Epilogue,
-}
-
-impl Tile<'_> {
-    fn rows(&self) -> usize {
-        self.a.len() / self.kp
-    }
-}
+/// A tile of the bf16 kernels: bf16 input rows of `row_len = padded(in_dim, KU)`.
+type Tile<'a> = super::panels::Tile<'a, u16>;
 
 /// Most rows of a tile on any kernel.
 const MAX_ROWS: usize = 12;
@@ -313,7 +293,7 @@ unsafe fn panel_store_impl(t: &Tile) {
 #[inline(always)]
 unsafe fn emulated_tile_store<const R: usize>(t: &Tile, r: usize) {
     debug_assert!(t.width <= NR, "one panel");
-    let kp = t.kp;
+    let kp = t.row_len;
     let mut acc = [[0f32; NR]; R];
     if let Some(b) = t.bias {
         for row in acc.iter_mut() {

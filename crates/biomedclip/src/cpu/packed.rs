@@ -18,7 +18,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::kernels::Epilogue;
-use super::panels::{for_each_prepared_block, for_rows, padded, store16, SharedOut};
+use super::panels::{self, for_each_prepared_block, for_rows, padded, store16, SharedOut};
 
 /// Output channels per panel (one register of sums).
 const NR: usize = 16;
@@ -123,7 +123,7 @@ impl PackedWeight {
                     let c0 = p * NR;
                     let tile = Tile {
                         a: &tiles.0[..rows.len() * k],
-                        k,
+                        row_len: k,
                         b: &self.packed[p * k * NR..(p + count) * k * NR],
                         bias: bias.map(|b| &b[c0..(c0 + count * NR).min(n)]),
                         // SAFETY: the offset lies inside `out`.
@@ -227,22 +227,8 @@ unsafe fn interleave_four_rows(
     whole
 }
 
-/// Rows of one task against one or two consecutive panels, and where their sums go.
-struct Tile<'a> {
-    /// The rows' inputs, `k` per row, interleaved by [`interleave`].
-    a: &'a [f32],
-    k: usize,
-    /// The packed panels, one after the other.
-    b: &'a [f32],
-    /// The tile's `width` biases.
-    bias: Option<&'a [f32]>,
-    /// The tile's first output.
-    out: *mut f32,
-    out_stride: usize,
-    /// Real channels in the panels (the last panel of a layer may be partial).
-    width: usize,
-    epilogue: Epilogue,
-}
+/// A tile of the `f32` kernel: inputs interleaved by [`interleave`], `row_len == k`.
+type Tile<'a> = panels::Tile<'a, f32>;
 
 /// Every row of `t`, [`ROWS`] at a time, then the rest.
 ///
@@ -251,8 +237,8 @@ struct Tile<'a> {
 /// columns, which no other thread touches meanwhile.
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn panel_store(t: &Tile) {
-    let rows = t.a.len() / t.k;
-    let two = t.b.len() == WIDE * t.k * NR;
+    let rows = t.rows();
+    let two = t.b.len() == WIDE * t.row_len * NR;
     let mut r = 0;
     while r < rows {
         let m = (rows - r).min(ROWS);
@@ -271,7 +257,7 @@ const _: () = assert!(ROWS <= 12, "for_rows! covers 1 to 12 rows");
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
 unsafe fn tile_store<const R: usize, const P: usize>(t: &Tile, r: usize) {
-    let k = t.k;
+    let k = t.row_len;
     let panel = k * NR;
     debug_assert!(t.a.len() >= (r + R) * k && t.b.len() == P * panel);
     let masks: [__mmask16; P] = std::array::from_fn(|j| {

@@ -143,6 +143,32 @@ fn block(i: usize, size: usize, len: usize) -> Range<usize> {
     i * size..((i + 1) * size).min(len)
 }
 
+/// Rows of one task against one or more consecutive packed weight panels, and where their
+/// sums go: what the packed `f32` (`T = f32`) and bf16 (`T = u16`) kernels take.
+pub(crate) struct Tile<'a, T> {
+    /// The rows' inputs, `row_len` elements per row, in the kernel's own layout.
+    pub a: &'a [T],
+    /// Elements per row of `a` (the inputs, padded as the kernel needs).
+    pub row_len: usize,
+    /// The packed panels, one after the other.
+    pub b: &'a [T],
+    /// The tile's `width` biases.
+    pub bias: Option<&'a [f32]>,
+    /// The tile's first output.
+    pub out: *mut f32,
+    pub out_stride: usize,
+    /// Real channels in the panels (the last panel of a layer may be partial).
+    pub width: usize,
+    pub epilogue: Epilogue,
+}
+
+impl<T> Tile<'_, T> {
+    /// Rows in the tile.
+    pub fn rows(&self) -> usize {
+        self.a.len() / self.row_len
+    }
+}
+
 /// `for_rows!(m, kernel, [G], (args))` calls `kernel::<R, G>(args)` with the const `R` equal to the row count `$m`
 /// (1 to 12), so that each tile height gets its own fully unrolled kernel. Shared by the
 /// bf16 and packed `f32` kernels, whose tiles have at most 12 rows.

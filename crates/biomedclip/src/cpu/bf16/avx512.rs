@@ -50,7 +50,7 @@ const _: () = assert!(ROWS <= super::MAX_ROWS);
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16,avx2,fma")]
 #[inline]
 unsafe fn tile_store<const R: usize, const P: usize>(t: &Tile, r: usize) {
-    let kp = t.kp;
+    let kp = t.row_len;
     let panel = kp * NR;
     debug_assert!(t.a.len() >= (r + R) * kp && t.b.len() == P * panel);
     let mut init = [_mm512_setzero_ps(); P];
