@@ -1,6 +1,7 @@
 //! The text tower on the CPU engine (same model as [`crate::text`]).
 
-use super::attention::{attention, first_token_attention, Segments};
+use super::attention::{attention, Segments};
+use super::first_token::FirstTokenAttention;
 use super::kernels::{gelu, layer_norm_inplace, Epilogue, Linear};
 use super::{linear, norm, Norm};
 use crate::config::{TextDims, TextPooling, TextProjection};
@@ -8,8 +9,16 @@ use crate::error::Result;
 use crate::floats::Floats;
 use crate::weights::Weights;
 
+/// A layer's query, key and value products.
+enum SelfAttention {
+    /// Fused into one `[3 * hidden, hidden]` product over every token.
+    Fused(Linear),
+    /// The last layer under [CLS] pooling: the first token's outputs only.
+    FirstToken(FirstTokenAttention),
+}
+
 struct Layer {
-    qkv: Linear,
+    attention: SelfAttention,
     attn_out: Linear,
     attn_norm: Norm,
     intermediate: Linear,
@@ -35,7 +44,8 @@ pub struct Bert {
 
 impl Bert {
     /// Loads `text.transformer.*` and `text.proj.*`; query, key and value are fused into one
-    /// `[3 * hidden, hidden]` product.
+    /// `[3 * hidden, hidden]` product, but in the last layer under [CLS] pooling, which
+    /// computes the first token's outputs only ([`FirstTokenAttention`]).
     pub fn load(w: &Weights, d: &TextDims, embed_dim: usize) -> Result<Self> {
         let t = "text.transformer";
         let h = d.hidden;
@@ -49,17 +59,26 @@ impl Bert {
         let layers = (0..d.layers)
             .map(|i| {
                 let p = format!("{t}.encoder.layer.{i}");
-                let parts = ["query", "key", "value"]
+                let [query, key, value] = ["query", "key", "value"]
                     .map(|n| linear(w, &format!("{p}.attention.self.{n}"), h, h, true));
-                let mut weight = Vec::with_capacity(3 * h * h);
-                let mut bias = Vec::with_capacity(3 * h);
-                for part in parts {
-                    let part = part?;
-                    weight.extend_from_slice(&part.weight);
-                    bias.extend_from_slice(part.bias.as_deref().unwrap_or(&[]));
-                }
+                let (query, key, value) = (query?, key?, value?);
+                let first_token_only =
+                    d.pooling == TextPooling::ClsLastHiddenState && i + 1 == d.layers;
+                let attention = if first_token_only {
+                    SelfAttention::FirstToken(FirstTokenAttention::new(query, key, value, d.heads))
+                } else {
+                    let mut weight = Vec::with_capacity(3 * h * h);
+                    let mut bias = Vec::with_capacity(3 * h);
+                    for part in [query, key, value] {
+                        weight.extend_from_slice(&part.weight);
+                        bias.extend_from_slice(part.bias.as_deref().unwrap_or(&[]));
+                    }
+                    let mut qkv = Linear::new(weight, Some(bias), h, 3 * h);
+                    qkv.pack();
+                    SelfAttention::Fused(qkv)
+                };
                 Ok(Layer {
-                    qkv: Linear::new(weight, Some(bias), h, 3 * h),
+                    attention,
                     attn_out: linear(w, &format!("{p}.attention.output.dense"), h, h, true)?,
                     attn_norm: norm(w, &format!("{p}.attention.output.LayerNorm"), h, d.eps)?,
                     intermediate: linear(
@@ -76,12 +95,7 @@ impl Bert {
             .collect::<Result<Vec<_>>>()?;
         let mut layers = layers;
         for l in &mut layers {
-            for lin in [
-                &mut l.qkv,
-                &mut l.attn_out,
-                &mut l.intermediate,
-                &mut l.output,
-            ] {
+            for lin in [&mut l.attn_out, &mut l.intermediate, &mut l.output] {
                 lin.pack();
             }
         }
@@ -146,40 +160,41 @@ impl Bert {
         let mut qkv = vec![0f32; rows * 3 * h];
         let mut a = vec![0f32; rows * h];
         let mut mlp = vec![0f32; rows * d.intermediate];
-        let cls_only = d.pooling == TextPooling::ClsLastHiddenState;
-        let last = self.layers.len() - 1;
-        for (i, l) in self.layers.iter().enumerate() {
-            l.qkv.forward(&x, rows, &mut qkv, Epilogue::Overwrite);
-            if cls_only && i == last {
-                // Only the [CLS] outputs of the last layer are pooled: the rest is skipped.
-                let mut cls = vec![0f32; batch * h];
-                for (b, r) in seqs.firsts().enumerate() {
-                    cls[b * h..(b + 1) * h].copy_from_slice(&x[r * h..(r + 1) * h]);
+        for l in &self.layers {
+            let qkv_layer = match &l.attention {
+                SelfAttention::Fused(qkv) => qkv,
+                SelfAttention::FirstToken(first_token) => {
+                    // Only the [CLS] outputs of the last layer are pooled: the rest is skipped.
+                    let mut cls = vec![0f32; batch * h];
+                    for (b, r) in seqs.firsts().enumerate() {
+                        cls[b * h..(b + 1) * h].copy_from_slice(&x[r * h..(r + 1) * h]);
+                    }
+                    first_token.forward(&x, seqs, &mask, &mut a);
+                    l.attn_out
+                        .forward(&a, batch, &mut cls, Epilogue::Accumulate);
+                    layer_norm_inplace(
+                        &mut cls,
+                        &l.attn_norm.gamma,
+                        &l.attn_norm.beta,
+                        l.attn_norm.eps,
+                    );
+                    l.intermediate
+                        .forward(&cls, batch, &mut mlp, Epilogue::Gelu);
+                    l.output
+                        .forward(&mlp, batch, &mut cls, Epilogue::Accumulate);
+                    layer_norm_inplace(
+                        &mut cls,
+                        &l.out_norm.gamma,
+                        &l.out_norm.beta,
+                        l.out_norm.eps,
+                    );
+                    for (b, r) in seqs.firsts().enumerate() {
+                        x[r * h..(r + 1) * h].copy_from_slice(&cls[b * h..(b + 1) * h]);
+                    }
+                    break;
                 }
-                first_token_attention(&qkv, seqs, d.heads, h, &mask, &mut a);
-                l.attn_out
-                    .forward(&a, batch, &mut cls, Epilogue::Accumulate);
-                layer_norm_inplace(
-                    &mut cls,
-                    &l.attn_norm.gamma,
-                    &l.attn_norm.beta,
-                    l.attn_norm.eps,
-                );
-                l.intermediate
-                    .forward(&cls, batch, &mut mlp, Epilogue::Gelu);
-                l.output
-                    .forward(&mlp, batch, &mut cls, Epilogue::Accumulate);
-                layer_norm_inplace(
-                    &mut cls,
-                    &l.out_norm.gamma,
-                    &l.out_norm.beta,
-                    l.out_norm.eps,
-                );
-                for (b, r) in seqs.firsts().enumerate() {
-                    x[r * h..(r + 1) * h].copy_from_slice(&cls[b * h..(b + 1) * h]);
-                }
-                break;
-            }
+            };
+            qkv_layer.forward(&x, rows, &mut qkv, Epilogue::Overwrite);
             attention(&qkv, seqs, d.heads, h, &mask, &mut a);
             // Post-norm: x = LN(x + dense(a)); then x = LN(x + output(gelu(intermediate(x)))).
             l.attn_out.forward(&a, rows, &mut x, Epilogue::Accumulate);

@@ -7,6 +7,7 @@ pub mod bert;
 pub mod bf16;
 #[cfg(openblas)]
 pub(crate) mod blas;
+pub mod first_token;
 pub mod int8;
 pub mod kernels;
 #[cfg(target_arch = "x86_64")]
