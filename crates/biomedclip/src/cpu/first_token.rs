@@ -27,6 +27,7 @@ pub struct FirstTokenAttention {
     query: Linear,
     /// `[width, width]`, row-major: row `c` is output channel `c`'s weights.
     key: Floats,
+    /// `[width, width]`, row-major, like `key`.
     value: Floats,
     value_bias: Vec<f32>,
     heads: usize,
