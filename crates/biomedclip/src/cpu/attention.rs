@@ -61,6 +61,15 @@ impl Segments {
     pub fn firsts(&self) -> impl Iterator<Item = usize> + '_ {
         self.starts[..self.count()].iter().copied()
     }
+
+    /// Each sequence's first row of `x` (`width` values per token), one after the other:
+    /// `[count, width]`.
+    pub fn first_rows(&self, x: &[f32], width: usize) -> Vec<f32> {
+        self.firsts()
+            .flat_map(|r| &x[r * width..(r + 1) * width])
+            .copied()
+            .collect()
+    }
 }
 
 struct SendPtr(*mut f32);
@@ -273,6 +282,11 @@ mod tests {
         // Sequences of unequal lengths, packed, one token masked.
         let seqs = Segments::from_lens([5, 2, 7, 1]);
         assert_eq!((seqs.count(), seqs.tokens(), seqs.max_len()), (4, 15, 7));
+        let token_ids: Vec<f32> = (0..2 * seqs.tokens()).map(|v| v as f32).collect();
+        assert_eq!(
+            seqs.first_rows(&token_ids, 2),
+            [0.0, 1.0, 10.0, 11.0, 14.0, 15.0, 28.0, 29.0]
+        );
         let qkv = values(seqs.tokens() * 3 * width);
         let masked = |t: usize| t == 10;
         let mask: Vec<f32> = (0..seqs.tokens())

@@ -165,11 +165,8 @@ impl Bert {
                 SelfAttention::Fused(qkv) => qkv,
                 SelfAttention::FirstToken(first_token) => {
                     // Only the [CLS] outputs of the last layer are pooled: the rest is skipped.
-                    let mut cls = vec![0f32; batch * h];
-                    for (b, r) in seqs.firsts().enumerate() {
-                        cls[b * h..(b + 1) * h].copy_from_slice(&x[r * h..(r + 1) * h]);
-                    }
-                    first_token.forward(&x, seqs, &mask, &mut a);
+                    let mut cls = seqs.first_rows(&x, h);
+                    first_token.forward(&x, &cls, seqs, &mask, &mut a);
                     l.attn_out
                         .forward(&a, batch, &mut cls, Epilogue::Accumulate);
                     layer_norm_inplace(

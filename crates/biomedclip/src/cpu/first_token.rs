@@ -58,23 +58,28 @@ impl FirstTokenAttention {
     }
 
     /// The attention's output (before its output layer) for the first token of each
-    /// sequence: `x` is `[seqs.tokens(), width]`, `mask` empty or one additive key mask value
-    /// per token; writes `[seqs.count(), width]` into `out`.
-    pub fn forward(&self, x: &[f32], seqs: &Segments, mask: &[f32], out: &mut [f32]) {
+    /// sequence: `x` is `[seqs.tokens(), width]`, `first` its first rows
+    /// ([`Segments::first_rows`]), `mask` empty or one additive key mask value per token;
+    /// writes `[seqs.count(), width]` into `out`.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        first: &[f32],
+        seqs: &Segments,
+        mask: &[f32],
+        out: &mut [f32],
+    ) {
         let (w, heads) = (self.width, self.heads);
         let hd = w / heads;
         let count = seqs.count();
         assert!(x.len() >= seqs.tokens() * w, "input size");
         assert!(mask.is_empty() || mask.len() >= seqs.tokens(), "mask size");
         assert!(out.len() >= count * w, "output size");
+        assert_eq!(first.len(), count * w, "first rows");
         let scale = 1.0 / (hd as f32).sqrt();
-        let mut first = vec![0f32; count * w];
-        for (b, r) in seqs.firsts().enumerate() {
-            first[b * w..(b + 1) * w].copy_from_slice(&x[r * w..(r + 1) * w]);
-        }
         let mut q = vec![0f32; count * w];
         self.query
-            .forward(&first, count, &mut q, Epilogue::Overwrite);
+            .forward(first, count, &mut q, Epilogue::Overwrite);
         // Per sequence and head: W_k^T q (`[count, heads, w]`).
         let mut folded = vec![0f32; count * heads * w];
         for h in 0..heads {
@@ -214,11 +219,12 @@ mod tests {
         }] {
             let mut want = vec![0f32; seqs.count() * w];
             first_token_attention(&qkv, &seqs, heads, w, &mask, &mut want);
+            let first = seqs.first_rows(&x, w);
             let mut got = vec![0f32; seqs.count() * w];
-            folded.forward(&x, &seqs, &mask, &mut got);
+            folded.forward(&x, &first, &seqs, &mask, &mut got);
             let serial = parallel_passes(&[()], |_| {
                 let mut out = vec![0f32; seqs.count() * w];
-                folded.forward(&x, &seqs, &mask, &mut out);
+                folded.forward(&x, &first, &seqs, &mask, &mut out);
                 out
             });
             assert_eq!(serial[0], got, "the same inside a serial pass");
