@@ -4,23 +4,88 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use anyhow::{bail, Result};
+use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde::Serialize;
 
-use crate::args::{Embed, EmbedInput};
+use crate::options::{common, common_args, image_args, image_options, Common, ImageOptions};
+use crate::progress::progress_bar;
+use crate::terminal::printable;
 
-/// A progress bar on stderr for batches worth watching (hidden when stderr is not a terminal).
-pub fn progress_bar(len: usize, what: &str) -> ProgressBar {
-    if len < 16 {
-        return ProgressBar::hidden();
+/// One `embed` input, in command-line order.
+pub enum EmbedInput {
+    /// An image file.
+    Image(PathBuf),
+    /// A text.
+    Text(String),
+}
+
+/// `embed` options.
+pub struct Embed {
+    /// Shared options.
+    pub common: Common,
+    /// Inputs in the order given (directories expanded in place).
+    pub inputs: Vec<EmbedInput>,
+    /// Image options.
+    pub image_options: ImageOptions,
+}
+
+/// The subcommand's arguments.
+pub fn command() -> Command {
+    image_args(common_args(
+        Command::new("embed")
+            .about("Write L2-normalised embeddings as JSON Lines, one per input in order")
+            .arg(
+                Arg::new("image")
+                    .long("image")
+                    .value_name("PATH")
+                    .action(ArgAction::Append)
+                    .help("An image or directory of images to embed (repeatable)"),
+            )
+            .arg(
+                Arg::new("text")
+                    .long("text")
+                    .value_name("STR")
+                    .action(ArgAction::Append)
+                    .help("A text to embed, used as given (repeatable)"),
+            ),
+    ))
+}
+
+/// Reads and validates the arguments.
+pub fn parse(m: &ArgMatches) -> Result<Embed> {
+    let mut indexed: Vec<(usize, EmbedInput)> = Vec::new();
+    if let (Some(idx), Some(vals)) = (m.indices_of("image"), m.get_many::<String>("image")) {
+        indexed.extend(
+            idx.zip(vals)
+                .map(|(i, v)| (i, EmbedInput::Image(PathBuf::from(v)))),
+        );
     }
-    let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {what} ({{eta}} left)"))
-            .expect("valid template"),
-    );
-    bar
+    if let (Some(idx), Some(vals)) = (m.indices_of("text"), m.get_many::<String>("text")) {
+        indexed.extend(idx.zip(vals).map(|(i, v)| (i, EmbedInput::Text(v.clone()))));
+    }
+    if indexed.is_empty() {
+        bail!("nothing to embed: pass --image PATH and/or --text STR");
+    }
+    indexed.sort_by_key(|(i, _)| *i);
+    let image_options = image_options(m)?;
+    let mut inputs = Vec::with_capacity(indexed.len());
+    for (_, input) in indexed {
+        match input {
+            EmbedInput::Image(p) if p.is_dir() => inputs.extend(
+                image_options
+                    .expand(&[p])?
+                    .into_iter()
+                    .map(EmbedInput::Image),
+            ),
+            other => inputs.push(other),
+        }
+    }
+    Ok(Embed {
+        common: common(m)?,
+        inputs,
+        image_options,
+    })
 }
 
 #[derive(Serialize)]
@@ -74,7 +139,7 @@ pub fn run(args: Embed) -> Result<ExitCode> {
                     embedding: e,
                 },
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {}", printable(&e.to_string()));
                     failed += 1;
                     continue;
                 }

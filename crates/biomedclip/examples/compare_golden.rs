@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use biomedclip::decode::decode;
+use biomedclip::image::decode::decode;
 use biomedclip::{BiomedClip, Device, ModelSource};
 use serde_json::Value;
 
@@ -65,7 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     let mut model = BiomedClip::load(&ModelSource::Local(dir.clone()), &Device::Cpu)?;
     // The goldens are the reference's pixels, 16-bit clamp included.
-    model.set_rendering(biomedclip::render::Rendering::reference());
+    model.set_rendering(biomedclip::image::render::Rendering::reference());
     model.set_precision(precision)?;
     println!(
         "loaded {} in {:.2} s: {:?}",

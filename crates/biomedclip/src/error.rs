@@ -1,20 +1,23 @@
 //! The library's error type: every failure names the file, key or input it concerns.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Result alias used throughout the crate.
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Everything that can go wrong between a model source and an embedding.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A file could not be opened or read.
-    #[error("cannot read {path}: {error}")]
+    #[error("cannot read {path}: {source}")]
     Io {
         /// The file concerned.
         path: PathBuf,
         /// The underlying I/O error.
-        error: std::io::Error,
+        #[source]
+        source: std::io::Error,
     },
 
     /// A model directory lacks a required file.
@@ -116,20 +119,22 @@ pub enum Error {
 
     /// A tensor operation failed (a bug or an exhausted resource, not bad input).
     #[error("tensor operation failed: {0}")]
-    Tensor(candle_core::Error),
-}
+    Tensor(#[from] candle_core::Error),
 
-impl From<candle_core::Error> for Error {
-    fn from(e: candle_core::Error) -> Self {
-        Error::Tensor(e)
-    }
+    /// The forward pass of a batch failed, and with it every image of the batch.
+    #[error("the batch this image was encoded in failed: {source}")]
+    Batch {
+        /// The batch's error, shared by its images.
+        #[source]
+        source: Arc<Error>,
+    },
 }
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            error,
+            source: error,
         }
     }
 }

@@ -1,47 +1,56 @@
 //! BiomedCLIP in Rust: the ViT-B/16 image encoder and PubMedBERT text encoder of
 //! Zhang et al., "A Multimodal Biomedical Foundation Model Trained from Fifteen Million
 //! Image-Text Pairs" (NEJM AI, 2024), giving the numbers of the open_clip 2.23.0 reference.
+//! BiomedCLIP is a research model, not for clinical use.
 //!
-//! The pipeline, one module a stage:
-//! model source ([`hub`]) -> files -> config ([`config`]) + weights ([`weights`]) -> towers
-//! ([`vision`], [`text`]) -> [`BiomedClip`]; image bytes -> pixels ([`decode`],
-//! [`resample`], [`preprocess`]); text -> ids ([`clean`], [`tokenize`]); embeddings ->
-//! probabilities ([`scores`]).
+//! The pipeline, one module a stage, dependencies pointing one way:
+//! - model source -> files -> config + weights: [`checkpoint`];
+//! - image bytes -> pixels -> the tower's input: [`image`];
+//! - text -> token ids: [`text`];
+//! - token ids and pixels -> embeddings: the towers (a CPU engine, and candle for GPUs),
+//!   behind [`BiomedClip`];
+//! - embeddings -> probabilities and rankings: [`scores`], and with the `eval` feature the
+//!   CLIP_benchmark metrics in [`eval`].
 //!
-//! ```no_run
-//! use biomedclip::{BiomedClip, ModelSource};
-//! let model = BiomedClip::load(&ModelSource::default(), &candle_core::Device::Cpu)?;
-//! let labels = ["this is a photo of chest X-ray", "this is a photo of brain MRI"];
-//! let texts = model.encode_texts(&labels)?;
-//! let image = model.encode_image_files(&["xray.png"]).remove(0)?;
-//! let probs = model.probabilities(&image, &texts);
+//! ```
+//! # let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-model");
+//! # let xray = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images/ihc.jpg");
+//! use biomedclip::{BiomedClip, Device, ImageInput, ModelSource, DEFAULT_TEMPLATE};
+//!
+//! // `ModelSource::default()` is the Hugging Face model, downloaded once.
+//! let model = BiomedClip::load(&ModelSource::Local(dir), &Device::Cpu)?;
+//! let labels = ["chest X-ray", "brain MRI"];
+//! let results = model.classify(&[ImageInput::path(&xray)], &labels, DEFAULT_TEMPLATE)?;
+//! for score in results[0].as_ref().unwrap() {
+//!     println!("{}: {:.3}", score.label, score.probability);
+//! }
 //! # Ok::<(), biomedclip::Error>(())
 //! ```
+//!
+//! Cargo features: `hub` (downloads through hf-hub), `dicom` (DICOM through dicom-rs) and
+//! `eval` (evaluation and the embedding cache), on by default; `cuda` and `metal` build the
+//! candle towers for that GPU ([`Device`]).
 
-pub mod cache;
-pub mod clean;
-pub mod config;
-pub mod convert;
-pub mod cpu;
-pub mod decode;
-pub mod dicom;
+pub mod checkpoint;
+mod clip;
+mod device;
+pub(crate) mod engine;
 pub mod error;
+#[cfg(feature = "eval")]
 pub mod eval;
-pub mod floats;
-pub mod hub;
-pub mod input;
-pub mod layers;
-pub mod model;
-pub mod preprocess;
-pub mod render;
-pub mod resample;
+pub mod image;
+mod precision;
 pub mod scores;
 pub mod text;
-pub mod tokenize;
-pub mod vision;
-pub mod weights;
 
-pub use candle_core::Device;
+pub use checkpoint::{ModelFiles, ModelSource, DEFAULT_MODEL, DEFAULT_REPO};
+pub use clip::{BiomedClip, LabelScore, DEFAULT_TEMPLATE};
+pub use device::Device;
+pub use engine::IMAGE_BATCH;
 pub use error::{Error, Result};
-pub use hub::{ModelFiles, ModelSource, DEFAULT_REPO};
-pub use model::{Backend, BiomedClip, Precision};
+pub use image::{ImageInput, Rendering, Window};
+pub use precision::Precision;
+
+/// The CPU engine's text pass size, for benchmarks that size their inputs by it.
+#[doc(hidden)]
+pub const TEXT_TOKENS: usize = engine::cpu::TEXT_TOKENS;

@@ -3,8 +3,8 @@
 
 mod common;
 
-use biomedclip::decode::{decode, decode_frame, Pixels};
-use biomedclip::render::Window;
+use biomedclip::image::decode::{decode, decode_frame, Pixels};
+use biomedclip::image::render::Window;
 use common::fixtures;
 use serde_json::Value;
 
@@ -104,7 +104,7 @@ fn frames_are_chosen_and_checked() {
 
 #[test]
 fn sixteen_bit_grayscale_maps_its_full_range_or_a_window() {
-    use biomedclip::render::{HighBitDepth, Rendering};
+    use biomedclip::image::render::{HighBitDepth, Rendering};
     let mut model = common::load("open_clip_model.safetensors", "tokenizer.json");
     let path = fixtures().join("images/gray16.png");
     let decoded = decode(&std::fs::read(&path).unwrap(), &path).unwrap();

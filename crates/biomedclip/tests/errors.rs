@@ -5,7 +5,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
-use biomedclip::hub::ModelFiles;
+use biomedclip::checkpoint::source::ModelFiles;
 use biomedclip::{BiomedClip, Device, Error, ModelSource};
 use candle_core::safetensors;
 use candle_core::Tensor;
@@ -20,8 +20,11 @@ fn edited_model(
     for f in ["open_clip_config.json", "config.json", "tokenizer.json"] {
         std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
     }
-    let mut tensors =
-        safetensors::load(src.join("open_clip_model.safetensors"), &Device::Cpu).unwrap();
+    let mut tensors = safetensors::load(
+        src.join("open_clip_model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
     edit(&mut tensors);
     let weights = dir.path().join("open_clip_model.safetensors");
     safetensors::save(&tensors, &weights).unwrap();
@@ -58,7 +61,7 @@ fn wrong_shape_names_key_expected_and_found() {
     let (_dir, files) = edited_model(|t| {
         t.insert(
             key.into(),
-            Tensor::zeros((7, 24), candle_core::DType::F32, &Device::Cpu).unwrap(),
+            Tensor::zeros((7, 24), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap(),
         );
     });
     let err = load_err(&files);

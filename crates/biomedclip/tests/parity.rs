@@ -4,7 +4,7 @@
 
 mod common;
 
-use biomedclip::decode::decode;
+use biomedclip::image::decode::decode;
 use common::*;
 
 const WEIGHTS: [&str; 2] = ["open_clip_pytorch_model.bin", "open_clip_model.safetensors"];
@@ -191,11 +191,10 @@ fn batches_equal_one_at_a_time() {
 #[test]
 fn candle_backend_matches_the_reference_too() {
     let g = golden();
-    let model = biomedclip::BiomedClip::from_files_with(
-        &files("open_clip_model.safetensors", "tokenizer.json"),
-        &biomedclip::Device::Cpu,
-        biomedclip::Backend::Candle,
-    )
+    let model = biomedclip::BiomedClip::from_files_on_candle_cpu(&files(
+        "open_clip_model.safetensors",
+        "tokenizer.json",
+    ))
     .unwrap();
     let texts = golden_texts(&g);
     for (t, ours) in g["texts"]
@@ -218,7 +217,7 @@ fn candle_backend_matches_the_reference_too() {
 fn converted_checkpoint_loads_identically() {
     let dir = tempfile::tempdir().unwrap();
     let dst = dir.path().join("open_clip_model.safetensors");
-    let n = biomedclip::convert::bin_to_safetensors(
+    let n = biomedclip::checkpoint::convert::bin_to_safetensors(
         &model_dir().join("open_clip_pytorch_model.bin"),
         &dst,
     )

@@ -20,7 +20,7 @@ fn passes_side_by_side_match_the_reference() {
     let entries = g["texts"].as_array().unwrap();
     let mut texts = Vec::new();
     let mut tokens = 0;
-    while tokens < 4 * biomedclip::model::TEXT_TOKENS {
+    while tokens < 4 * biomedclip::TEXT_TOKENS {
         let e = &entries[texts.len() % entries.len()];
         let text = e["text"].as_str().unwrap();
         tokens += model.tokenizer().encode(text).unwrap().len();

@@ -24,7 +24,7 @@ fn image_paths() -> Vec<std::path::PathBuf> {
     for class in std::fs::read_dir(&dataset).unwrap() {
         for file in std::fs::read_dir(class.unwrap().path()).unwrap() {
             let path = file.unwrap().path();
-            if biomedclip::input::looks_like_image(&path) {
+            if biomedclip::image::input::looks_like_image(&path) {
                 paths.push(path);
             }
         }
@@ -61,7 +61,7 @@ fn embeddings_and_labels_match_f32(precision: Precision, bound: f64) -> f64 {
         precision,
     )
     .unwrap();
-    direct.set_rendering(biomedclip::render::Rendering::reference());
+    direct.set_rendering(biomedclip::image::render::Rendering::reference());
     assert_eq!(direct.precision(), precision);
     for (path, (a, b)) in paths
         .iter()
@@ -113,12 +113,7 @@ fn reduced_precisions_are_refused_after_the_fact_and_on_candle() {
     assert!(err.contains("int8 model cannot change to bf16"), "{err}");
 
     let files = common::files("open_clip_model.safetensors", "tokenizer.json");
-    let mut candle = biomedclip::BiomedClip::from_files_with(
-        &files,
-        &biomedclip::Device::Cpu,
-        biomedclip::Backend::Candle,
-    )
-    .unwrap();
+    let mut candle = biomedclip::BiomedClip::from_files_on_candle_cpu(&files).unwrap();
     let err = candle
         .set_precision(Precision::Int8)
         .unwrap_err()

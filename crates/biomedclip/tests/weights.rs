@@ -5,8 +5,8 @@ mod common;
 
 use std::collections::HashMap;
 
-use biomedclip::weights::Weights;
-use biomedclip::{Device, Error};
+use biomedclip::checkpoint::weights::Weights;
+use biomedclip::Error;
 use candle_core::{DType, Tensor};
 use common::*;
 
@@ -17,7 +17,7 @@ fn base() -> Vec<f32> {
 
 #[test]
 fn bin_tensors_are_mapped_when_plain_and_converted_otherwise() {
-    let w = Weights::open(&fixtures().join("weights/f32_tensors.bin"), &Device::Cpu).unwrap();
+    let w = Weights::open(&fixtures().join("weights/f32_tensors.bin")).unwrap();
     let base = base();
 
     let plain = w.get_floats("plain", &[4, 6]).unwrap();
@@ -51,7 +51,7 @@ fn f32_safetensors_are_mapped_and_agree_with_the_f16_fixture() {
     // The committed tiny model stores f16 safetensors; an f32 copy must load in place and
     // give the same values (f16 -> f32 is exact).
     let src = model_dir().join("open_clip_model.safetensors");
-    let tensors = candle_core::safetensors::load(&src, &Device::Cpu).unwrap();
+    let tensors = candle_core::safetensors::load(&src, &candle_core::Device::Cpu).unwrap();
     let f32_tensors: HashMap<String, Tensor> = tensors
         .iter()
         .map(|(k, t)| (k.clone(), t.to_dtype(DType::F32).unwrap()))
@@ -60,8 +60,8 @@ fn f32_safetensors_are_mapped_and_agree_with_the_f16_fixture() {
     let copy = dir.path().join("open_clip_model.safetensors");
     candle_core::safetensors::save(&f32_tensors, &copy).unwrap();
 
-    let half = Weights::open(&src, &Device::Cpu).unwrap();
-    let full = Weights::open(&copy, &Device::Cpu).unwrap();
+    let half = Weights::open(&src).unwrap();
+    let full = Weights::open(&copy).unwrap();
     let key = "visual.trunk.blocks.0.attn.qkv.weight";
     let shape = full.shape_of(key, 2).unwrap();
     let mapped = full.get_floats(key, &shape).unwrap();
@@ -77,7 +77,7 @@ fn a_truncated_safetensors_file_is_an_error_not_a_fault() {
     let dir = tempfile::tempdir().unwrap();
     let cut = dir.path().join("open_clip_model.safetensors");
     std::fs::write(&cut, &bytes[..bytes.len() - 64]).unwrap();
-    let err = match Weights::open(&cut, &Device::Cpu) {
+    let err = match Weights::open(&cut) {
         Err(e) => e,
         Ok(_) => panic!("a file shorter than its header says must not open"),
     };

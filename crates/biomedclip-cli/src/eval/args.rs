@@ -3,11 +3,11 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use biomedclip::cache::default_root;
+use biomedclip::eval::cache::default_root;
 use clap::{Arg, ArgAction, ArgMatches, Command as ClapCommand};
 
-use super::{Eval, Task, DEFAULT_TEMPLATE};
-use crate::args::{common, common_args, image_args, image_options};
+use super::{default_template, Eval, Task};
+use crate::options::{common, common_args, image_args, image_options};
 
 fn shared(cmd: ClapCommand) -> ClapCommand {
     image_args(common_args(cmd))
@@ -173,7 +173,7 @@ pub fn parse(m: &ArgMatches) -> Result<Eval> {
                 Some(f) => read_templates(f)?,
                 None => match sub.get_many::<String>("template") {
                     Some(t) => t.cloned().collect(),
-                    None => vec![DEFAULT_TEMPLATE.to_string()],
+                    None => vec![default_template()],
                 },
             };
             if let Some(t) = templates.iter().find(|t| !t.contains("{c}")) {

@@ -10,17 +10,22 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use biomedclip::cache::{encode_images_cached, encode_texts_cached, CacheStats, EmbeddingCache};
+use biomedclip::eval::cache::{
+    encode_images_cached, encode_texts_cached, CacheStats, EmbeddingCache,
+};
 use biomedclip::BiomedClip;
 use serde_json::json;
 
-use crate::args::{Common, ImageOptions};
-use crate::embed::progress_bar;
+use crate::options::{Common, ImageOptions};
+use crate::progress::progress_bar;
 
 pub use args::{command, parse};
 
-/// The model card's template, with `{c}` for the class name.
-const DEFAULT_TEMPLATE: &str = "this is a photo of {c}";
+/// The model card's template with `{c}` for the class name: the library's prompt prefix
+/// followed by the class.
+fn default_template() -> String {
+    format!("{}{{c}}", biomedclip::DEFAULT_TEMPLATE)
+}
 
 /// What to evaluate.
 pub enum Task {

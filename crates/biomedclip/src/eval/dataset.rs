@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::input::collect_images;
+use crate::image::input::collect_images;
 
 /// Images with their raw labels (class folder names or the CSV's `label` column).
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -1,6 +1,7 @@
 //! Evaluation as papers report it: zero-shot classification, image-text retrieval and
 //! linear probes, with CLIP_benchmark's metric definitions.
 
+pub mod cache;
 pub mod dataset;
 pub mod heatmap;
 pub mod metrics;

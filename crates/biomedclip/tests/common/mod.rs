@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use biomedclip::decode::decode;
-use biomedclip::hub::ModelFiles;
-use biomedclip::resample::Image8;
+use biomedclip::checkpoint::source::ModelFiles;
+use biomedclip::image::decode::decode;
+use biomedclip::image::resample::Image8;
 use biomedclip::{BiomedClip, Device};
 use serde_json::Value;
 
@@ -45,7 +45,7 @@ pub fn files(weights: &str, tokenizer: &str) -> ModelFiles {
 /// The model with the reference's rendering of 16-bit images (the goldens come from it).
 pub fn load(weights: &str, tokenizer: &str) -> BiomedClip {
     let mut model = BiomedClip::from_files(&files(weights, tokenizer), &Device::Cpu).unwrap();
-    model.set_rendering(biomedclip::render::Rendering::reference());
+    model.set_rendering(biomedclip::image::render::Rendering::reference());
     model
 }
 

@@ -1,0 +1,190 @@
+//! The options several commands share: the model and where it runs, threads, precision,
+//! and how image files are found and rendered.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use biomedclip::image::input::collect_images;
+use biomedclip::image::render::{HighBitDepth, Rendering, Window, WINDOW_PRESETS};
+use biomedclip::{BiomedClip, Device, ModelFiles, ModelSource, Precision, DEFAULT_MODEL};
+use clap::{Arg, ArgAction, ArgMatches, Command as ClapCommand};
+
+/// Options shared by every subcommand.
+pub struct Common {
+    /// Where the model comes from.
+    pub model: ModelSource,
+    /// Where the towers run.
+    pub device: Device,
+    /// Worker threads (None: all cores).
+    pub threads: Option<usize>,
+    /// Arithmetic of the image tower.
+    pub precision: Precision,
+}
+
+impl Common {
+    /// Configures the thread pools, then loads the model.
+    pub fn load_model(&self) -> Result<BiomedClip> {
+        Ok(self.load_model_and_files()?.1)
+    }
+
+    /// Configures the thread pools, resolves the model's files and loads it.
+    pub fn load_model_and_files(&self) -> Result<(ModelFiles, BiomedClip)> {
+        if let Some(n) = self.threads {
+            // candle sizes its matrix-multiply pool from RAYON_NUM_THREADS.
+            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build_global()
+                .context("cannot configure the thread pool")?;
+        }
+        let files = self
+            .model
+            .resolve()
+            .with_context(|| format!("cannot load model {}", self.model))?;
+        let model = BiomedClip::from_files_at(&files, &self.device, self.precision)
+            .with_context(|| format!("cannot load model {}", self.model))?;
+        if !self.precision.accelerated() {
+            eprintln!(
+                "warning: this CPU lacks AVX512_BF16, so bf16 is emulated (same numbers, slower \
+                 than f32); int8 is the fast reduced precision here"
+            );
+        }
+        Ok((files, model))
+    }
+}
+
+/// How image files are found and rendered.
+#[derive(Debug, Clone, Default)]
+pub struct ImageOptions {
+    /// Windowing and 16-bit handling.
+    pub rendering: Rendering,
+    /// Filter for files inside directories.
+    pub glob: Option<String>,
+}
+
+impl ImageOptions {
+    /// Expands directories among `inputs` into image files, telling stderr how many
+    /// non-image files were skipped.
+    pub fn expand(&self, inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+        let found = collect_images(inputs, self.glob.as_deref())?;
+        if !found.skipped.is_empty() {
+            eprintln!(
+                "skipped {} non-image file(s) in directories, e.g. {}",
+                found.skipped.len(),
+                found.skipped[0].display()
+            );
+        }
+        Ok(found.images)
+    }
+}
+
+/// `--model`, `--device`, `--threads` and `--precision`.
+pub fn common_args(cmd: ClapCommand) -> ClapCommand {
+    cmd.arg(
+        Arg::new("model")
+            .long("model")
+            .value_name("SRC")
+            .default_value(DEFAULT_MODEL)
+            .help("Model directory (laid out like the Hub repository) or hf-hub:<repo-id>"),
+    )
+    .arg(
+        Arg::new("device")
+            .long("device")
+            .value_name("DEVICE")
+            .default_value("cpu")
+            .help(
+                "cpu (the CPU engine), or cuda[:N] / metal[:N] for a GPU (builds with the \
+                 `cuda` / `metal` feature; f32 only)",
+            ),
+    )
+    .arg(
+        Arg::new("threads")
+            .long("threads")
+            .value_name("N")
+            .value_parser(clap::value_parser!(usize))
+            .help("Worker threads (default: all cores)"),
+    )
+    .arg(
+        Arg::new("precision")
+            .long("precision")
+            .value_name("P")
+            .value_parser(["f32", "int8", "bf16"])
+            .default_value("f32")
+            .help(
+                "Image tower arithmetic: f32 (the reference's numbers), int8 (fastest; \
+                 embeddings within about 1e-3 cosine of f32) or bf16 (within about 1e-5; fast \
+                 with AVX512_BF16). Texts stay f32",
+            ),
+    )
+}
+
+/// `--window`, `--reference-16bit` and `--glob`.
+pub fn image_args(cmd: ClapCommand) -> ClapCommand {
+    let presets: Vec<&str> = WINDOW_PRESETS.iter().map(|(n, _)| *n).collect();
+    cmd.arg(
+        Arg::new("window")
+            .long("window")
+            .value_name("C,W|PRESET")
+            .allow_hyphen_values(true)
+            .help(format!(
+                "Window for DICOM and 16-bit images: CENTER,WIDTH (e.g. -600,1500) or a preset \
+                 ({}); overrides the window stored in DICOM files",
+                presets.join(", ")
+            )),
+    )
+    .arg(
+        Arg::new("reference-16bit")
+            .long("reference-16bit")
+            .action(ArgAction::SetTrue)
+            .conflicts_with("window")
+            .help(
+                "Clamp 16-bit PNG/TIFF grayscale at 255 as the reference does, instead of \
+                 mapping its full range to 8 bits",
+            ),
+    )
+    .arg(
+        Arg::new("glob").long("glob").value_name("PATTERN").help(
+            "Only files in directories whose relative path matches PATTERN (e.g. '**/*.dcm')",
+        ),
+    )
+}
+
+/// Reads the image options.
+pub fn image_options(m: &ArgMatches) -> Result<ImageOptions> {
+    let window = m
+        .get_one::<String>("window")
+        .map(|w| w.parse::<Window>())
+        .transpose()?;
+    let high_bit_depth = if m.get_flag("reference-16bit") {
+        HighBitDepth::Reference
+    } else {
+        HighBitDepth::FullRange
+    };
+    Ok(ImageOptions {
+        rendering: Rendering {
+            window,
+            high_bit_depth,
+        },
+        glob: m.get_one::<String>("glob").cloned(),
+    })
+}
+
+/// Reads the options every subcommand shares.
+pub fn common(m: &ArgMatches) -> Result<Common> {
+    let threads = m.get_one::<usize>("threads").copied();
+    if threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
+    Ok(Common {
+        model: ModelSource::parse(m.get_one::<String>("model").expect("has a default")),
+        device: m
+            .get_one::<String>("device")
+            .expect("has a default")
+            .parse()?,
+        threads,
+        precision: m
+            .get_one::<String>("precision")
+            .expect("has a default")
+            .parse()?,
+    })
+}

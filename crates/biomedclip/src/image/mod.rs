@@ -1,0 +1,16 @@
+//! Image bytes -> pixels -> the image tower's input: what an image comes as ([`input`]),
+//! decoding as Pillow does ([`decode`], DICOM in [`dicom`] with the `dicom` feature),
+//! bringing medical images to 8 bits ([`render`]), Pillow's resampling ([`resample`]) and
+//! the reference's resize, crop and normalisation ([`preprocess`]).
+
+pub mod decode;
+#[cfg(feature = "dicom")]
+pub mod dicom;
+pub mod input;
+pub mod pixels;
+pub mod preprocess;
+pub mod render;
+pub mod resample;
+
+pub use input::ImageInput;
+pub use render::{HighBitDepth, Rendering, Window, WindowFunction, WINDOW_PRESETS};
