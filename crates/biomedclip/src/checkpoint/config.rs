@@ -88,7 +88,7 @@ pub struct TextCfg {
     /// Pooler type, older spelling.
     #[serde(default)]
     pub pooler_type: Option<String>,
-    /// Maximum number of tokens, [CLS] and [SEP] included.
+    /// Maximum number of tokens, `[CLS]` and `[SEP]` included.
     #[serde(default = "default_context_length")]
     pub context_length: usize,
 }

@@ -49,9 +49,10 @@ pub fn decode_frame(
         #[cfg(feature = "dicom")]
         return decode_dicom(bytes, path, frame, window);
         #[cfg(not(feature = "dicom"))]
-        return Err(fail(
-            "DICOM files need the library's `dicom` feature, which this build lacks".into(),
-        ));
+        return Err(fail(format!(
+            "DICOM files need the library's `dicom` feature, which this build lacks \
+             (window {window:?} not applied)"
+        )));
     }
     if let Some(n) = frame {
         return Err(fail(format!(

@@ -1,10 +1,10 @@
 //! Text -> token ids, as open_clip 2.23.0's `HFTokenizer` (`src/open_clip/tokenizer.py`) does:
-//! the whitespace clean ([`crate::clean`]), then `BertTokenizerFast` (uncased WordPiece) with
+//! the whitespace clean ([`super::clean`]), then `BertTokenizerFast` (uncased WordPiece) with
 //! `[CLS] ... [SEP]`, truncated to the context length. The `tokenizers` crate is the library
 //! behind `BertTokenizerFast`, so the same `tokenizer.json` gives the same ids.
 //!
 //! Padding is not applied here: batches are padded to their longest member by the caller,
-//! which gives the same [CLS] output as the reference's padding to 256.
+//! which gives the same `[CLS]` output as the reference's padding to 256.
 
 use std::path::Path;
 
@@ -126,7 +126,7 @@ impl TextTokenizer {
         self.pad_id
     }
 
-    /// Maximum number of ids per text, [CLS] and [SEP] included.
+    /// Maximum number of ids per text, `[CLS]` and `[SEP]` included.
     pub fn context_length(&self) -> usize {
         self.context_length
     }

@@ -190,7 +190,7 @@ pub fn attention(
     }
 }
 
-/// Attention for the first token of each sequence only (the [CLS] query), reading keys and
+/// Attention for the first token of each sequence only (the `[CLS]` query), reading keys and
 /// values of all tokens from the fused `[tokens, 3 * width]` buffer; writes
 /// `[sequences, width]`. Used for a last layer whose other outputs are never read.
 pub fn first_token_attention(

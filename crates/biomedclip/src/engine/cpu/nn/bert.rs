@@ -19,7 +19,7 @@ use crate::error::Result;
 enum SelfAttention {
     /// Fused into one `[3 * hidden, hidden]` product over every token.
     Fused(Linear),
-    /// The last layer under [CLS] pooling: the first token's outputs only.
+    /// The last layer under `[CLS]` pooling: the first token's outputs only.
     FirstToken(FirstTokenAttention),
 }
 
@@ -50,7 +50,7 @@ pub struct Bert {
 
 impl Bert {
     /// Loads `text.transformer.*` and `text.proj.*`; query, key and value are fused into one
-    /// `[3 * hidden, hidden]` product, but in the last layer under [CLS] pooling, which
+    /// `[3 * hidden, hidden]` product, but in the last layer under `[CLS]` pooling, which
     /// computes the first token's outputs only ([`FirstTokenAttention`]).
     pub fn load(w: &Weights, d: &TextDims, embed_dim: usize) -> Result<Self> {
         let h = d.hidden;
@@ -168,7 +168,7 @@ impl Bert {
         x
     }
 
-    /// The pooled output per sequence: its [CLS] row, or the mean of its non-[PAD] rows.
+    /// The pooled output per sequence: its `[CLS]` row, or the mean of its non-`[PAD]` rows.
     fn pool(&self, x: &[f32], ids: &[u32], seqs: &Segments, pad: u32) -> Vec<f32> {
         let h = self.dims.hidden;
         let mut pooled = vec![0f32; seqs.count() * h];
@@ -198,7 +198,7 @@ impl Bert {
 }
 
 /// transformers' extended mask: `finfo(float32).min` on padding keys; none (empty) when no
-/// id is [PAD], as sequences are packed, not padded.
+/// id is `[PAD]`, as sequences are packed, not padded.
 fn key_mask(ids: &[u32], pad: u32) -> Vec<f32> {
     if ids.contains(&pad) {
         ids.iter()
@@ -250,7 +250,7 @@ impl Layer {
         norm_inplace(x, &self.out_norm);
     }
 
-    /// The same layer for each sequence's first token only (the last layer under [CLS]
+    /// The same layer for each sequence's first token only (the last layer under `[CLS]`
     /// pooling), written back into those rows of `x`.
     fn forward_first_token(
         &self,

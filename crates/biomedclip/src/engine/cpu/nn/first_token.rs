@@ -1,5 +1,5 @@
 //! Self-attention of each sequence's first token alone, for a last layer whose other outputs
-//! are never read (the text tower's [CLS] pooling), with the key and value products folded
+//! are never read (the text tower's `[CLS]` pooling), with the key and value products folded
 //! through the attention instead of run for every token.
 //!
 //! For one head, with `x_j` the layer's input rows, `q` the first token's query and

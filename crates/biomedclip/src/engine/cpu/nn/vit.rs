@@ -1,4 +1,5 @@
-//! The image tower on the CPU engine (same model as [`crate::vision`]).
+//! The image tower on the CPU engine: timm's ViT-B/16 with open_clip's head, the same model
+//! as the candle tower ([`crate::engine::candle::vision`]).
 
 use super::attention::{attention, first_token_attention, Segments};
 use super::linear::linear;
@@ -86,8 +87,8 @@ impl Vit {
         })
     }
 
-    /// Moves the transformer blocks' linear layers to `precision` ([`super::int8`],
-    /// [`super::bf16`]); the patch embedding and the projection head stay `f32` (about 1% of
+    /// Moves the transformer blocks' linear layers to `precision` ([`crate::engine::cpu::quant::int8`],
+    /// [`crate::engine::cpu::quant::bf16`]); the patch embedding and the projection head stay `f32` (about 1% of
     /// the work).
     pub fn reduce(&mut self, precision: Precision) {
         for b in &mut self.blocks {

@@ -1,5 +1,5 @@
-//! What the packed-weight products ([`super::int8`], [`super::bf16`], and on x86-64
-//! `super::packed`) share: the rows of activations converted once per product (after a
+//! What the packed-weight products (int8 and bf16 in [`crate::engine::cpu::quant`], and on
+//! x86-64 `super::packed`) share: the rows of activations converted once per product (after a
 //! LayerNorm when asked), the product cut into tasks, blocks of rows times groups of packed
 //! weight panels, spread over the threads, and the AVX-512 kernels' final store.
 

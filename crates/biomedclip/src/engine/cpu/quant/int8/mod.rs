@@ -83,7 +83,7 @@ impl Int8Weight {
     }
 
     /// `out[rows, out_dim] (epilogue) x[rows, in_dim] . W^T + bias`, like
-    /// [`super::kernels::Linear::forward`].
+    /// [`crate::engine::cpu::nn::linear::Linear::forward`].
     pub fn forward(
         &self,
         x: &[f32],
