@@ -148,6 +148,7 @@ fn default_resize_mode() -> String {
 
 /// How the text tower turns token states into one vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TextPooling {
     /// `last_hidden_state[:, 0]` (BiomedCLIP).
     ClsLastHiddenState,
@@ -157,6 +158,7 @@ pub enum TextPooling {
 
 /// How the text tower maps its width to the joint embedding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TextProjection {
     /// `Linear(d, (d+e)/2, bias=False) -> GELU -> Linear((d+e)/2, e, bias=False)` (BiomedCLIP).
     Mlp,

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use memmap2::Mmap;
 
 /// `f32` values borrowed from a mapped checkpoint or owned.
+#[non_exhaustive]
 pub enum Floats {
     /// `len` values at byte `start` of `map` (4-byte aligned).
     Mapped {

@@ -34,6 +34,7 @@ pub const TEXT_CONFIG_FILE: &str = "config.json";
 
 /// A model source as the user names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ModelSource {
     /// A directory holding `open_clip_config.json`, weights and tokenizer files.
     Local(PathBuf),

@@ -5,6 +5,7 @@ use super::resample::Image8;
 
 /// Pixels as Pillow's mode would hold them.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Pixels {
     /// 8-bit grayscale (`L`) or bilevel (`1`, as 0/255).
     Gray(Vec<u8>),

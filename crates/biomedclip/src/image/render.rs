@@ -77,6 +77,7 @@ impl fmt::Display for Window {
 
 /// The VOI LUT Function (0028,1056) a window is applied with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum WindowFunction {
     /// `LINEAR` (the default): DICOM PS3.3 C.11.2.1.2.1.
     #[default]
@@ -89,6 +90,7 @@ pub enum WindowFunction {
 
 /// How 16-bit grayscale images that are not DICOM become 8 bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum HighBitDepth {
     /// Map the image's minimum..maximum (or the given window) onto 0..255.
     #[default]

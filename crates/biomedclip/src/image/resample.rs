@@ -10,6 +10,7 @@
 
 /// A resampling filter as Pillow defines it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Filter {
     /// Keys cubic convolution with a = -0.5, support 2.
     Bicubic,
