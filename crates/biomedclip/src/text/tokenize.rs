@@ -3,8 +3,9 @@
 //! `[CLS] ... [SEP]`, truncated to the context length. The `tokenizers` crate is the library
 //! behind `BertTokenizerFast`, so the same `tokenizer.json` gives the same ids.
 //!
-//! Padding is not applied here: batches are padded to their longest member by the caller,
-//! which gives the same `[CLS]` output as the reference's padding to 256.
+//! Padding is not applied here: the CPU engine packs sequences unpadded and the candle towers
+//! pad a batch to its longest member; both give the reference's `[CLS]` output, which its
+//! padding to 256 does not change.
 
 use std::path::Path;
 

@@ -23,7 +23,7 @@ pub const TEXT_BATCH: usize = 32;
 /// The error for a reduced precision asked of the candle towers.
 pub(crate) fn needs_cpu_engine(precision: Precision) -> Error {
     Error::InvalidInput(format!(
-        "{precision} precision needs the CPU engine (--device cpu); GPUs run f32"
+        "{precision} precision needs the CPU engine (--device cpu), not the candle towers, which run f32"
     ))
 }
 
@@ -49,6 +49,9 @@ impl CandleTowers {
 
 impl Towers for CandleTowers {
     fn encode_pixels(&self, images: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
         let s = self.image_size;
         let x = Tensor::from_vec(images.concat(), (images.len(), 3, s, s), &self.device)?;
         Ok(l2_normalize(&self.vision.forward(&x)?)?.to_vec2::<f32>()?)

@@ -1,7 +1,7 @@
 //! The CPU engine: both towers on plain `f32` buffers with fused kernels ([`ops`]), reusing
 //! activation buffers across layers; the image tower's linear layers optionally in int8 or
-//! bf16 ([`quant`]). Same weights and the same arithmetic as the candle towers
-//! ([`super::candle`]).
+//! bf16 ([`quant`]). Same weights and model as the candle towers ([`super::candle`]), equal
+//! within the parity tests' tolerances (texts are packed, the last text layer folded).
 
 pub(crate) mod nn;
 pub(crate) mod ops;

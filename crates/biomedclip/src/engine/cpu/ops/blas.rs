@@ -53,12 +53,12 @@ pub unsafe fn sgemm_serial(
     beta: f32,
     (c, ldc): (*mut f32, usize),
 ) {
-    // SAFETY: the caller upholds this function's contract (its `# Safety` notes, and
-    // the target features it is compiled for, which the caller has detected).
+    static ONE_THREAD: Once = Once::new();
+    // SAFETY: a plain setter in OpenBLAS.
+    ONE_THREAD.call_once(|| unsafe { openblas_set_num_threads(1) });
+    // SAFETY: the caller upholds this function's contract (its `# Safety` notes): the
+    // operands and the destination cover the sizes passed.
     unsafe {
-        static ONE_THREAD: Once = Once::new();
-        // SAFETY: a plain setter in OpenBLAS.
-        ONE_THREAD.call_once(|| unsafe { openblas_set_num_threads(1) });
         cblas_sgemm(
             ROW_MAJOR,
             ta,

@@ -6,6 +6,8 @@
 //! accumulated into the product's destination.
 
 use gemm::Parallelism;
+#[cfg(openblas)]
+use rayon::prelude::*;
 
 #[cfg(openblas)]
 use super::blas;
@@ -106,19 +108,17 @@ pub unsafe fn matmul(
                 // Addresses, so that the blocks can be handed to other threads.
                 let (a, b, c) = (lhs.ptr as usize, rhs.ptr as usize, dst as usize);
                 let part = |(r0, rows): (usize, usize), (c0, cols): (usize, usize)| {
-                    // SAFETY: the block lies inside the views the caller vouched for, and blocks
-                    // write disjoint parts of `dst`.
-                    unsafe {
-                        blas::sgemm_serial(
-                            (ta, tb),
-                            (rows, cols, k),
-                            scale,
-                            ((a as *const f32).offset(r0 as isize * lhs.rs), lda),
-                            ((b as *const f32).offset(c0 as isize * rhs.cs), ldb),
-                            beta,
-                            ((c as *mut f32).add(r0 * dst_rs + c0), dst_rs),
-                        )
-                    }
+                    // The block lies inside the views the caller vouched for (the enclosing
+                    // `unsafe`), and blocks write disjoint parts of `dst`.
+                    blas::sgemm_serial(
+                        (ta, tb),
+                        (rows, cols, k),
+                        scale,
+                        ((a as *const f32).offset(r0 as isize * lhs.rs), lda),
+                        ((b as *const f32).offset(c0 as isize * rhs.cs), ldb),
+                        beta,
+                        ((c as *mut f32).add(r0 * dst_rs + c0), dst_rs),
+                    )
                 };
                 let t = if parallel { threads() } else { 1 };
                 if t == 1 {
