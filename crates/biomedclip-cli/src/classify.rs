@@ -22,6 +22,8 @@ pub struct Classify {
     pub labels: Vec<String>,
     /// Images to classify (directories expanded).
     pub images: Vec<PathBuf>,
+    /// Directory entries that could not be read (already reported; they count as failed).
+    pub unreadable: usize,
     /// Image options.
     pub image_options: ImageOptions,
     /// Labels printed per image.
@@ -72,6 +74,7 @@ pub fn command() -> Command {
             .arg(
                 Arg::new("images")
                     .value_name("IMAGE")
+                    .value_parser(clap::value_parser!(PathBuf))
                     .required(true)
                     .num_args(1..)
                     .help(
@@ -111,12 +114,12 @@ pub fn parse(m: &ArgMatches) -> Result<Classify> {
     }
     let image_options = image_options(m)?;
     let images: Vec<PathBuf> = m
-        .get_many::<String>("images")
+        .get_many::<PathBuf>("images")
         .expect("required")
-        .map(PathBuf::from)
+        .cloned()
         .collect();
-    let images = image_options.expand(&images)?;
-    if images.is_empty() {
+    let (images, unreadable) = image_options.expand(&images)?;
+    if images.is_empty() && unreadable == 0 {
         match &image_options.glob {
             Some(g) => bail!("no image files in the given directories match --glob {g:?}"),
             None => bail!("no image files in the given directories"),
@@ -130,6 +133,7 @@ pub fn parse(m: &ArgMatches) -> Result<Classify> {
             .clone(),
         labels,
         images,
+        unreadable,
         image_options,
         top_k,
         json: m.get_flag("json"),
@@ -151,14 +155,14 @@ struct ImageScores<'a> {
 /// Runs the classification and prints the result.
 pub fn run(args: Classify) -> Result<ExitCode> {
     let mut model = args.common.load_model()?;
-    model.set_rendering(args.image_options.rendering);
+    args.image_options.apply(&mut model);
     let inputs: Vec<ImageInput<'_>> = args.images.iter().map(ImageInput::path).collect();
     let bar = progress_bar(args.images.len(), "images");
     let ranked = model
         .classify_with_progress(&inputs, &args.labels, &args.template, |n| bar.inc(n as u64))?;
     bar.finish_and_clear();
 
-    let mut failed = 0;
+    let mut failed = args.unreadable;
     let mut results = Vec::new();
     for (path, scores) in args.images.iter().zip(&ranked) {
         let scores = match scores {
@@ -197,7 +201,10 @@ pub fn run(args: Classify) -> Result<ExitCode> {
         }
     }
     if failed > 0 {
-        eprintln!("{failed} of {} images failed", args.images.len());
+        eprintln!(
+            "{failed} of {} images failed",
+            args.images.len() + args.unreadable
+        );
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use biomedclip::checkpoint::convert::bin_to_safetensors;
 use biomedclip::checkpoint::source::WEIGHT_FILES;
 use clap::{Arg, ArgMatches, Command};
@@ -17,6 +17,8 @@ pub struct Convert {
     pub common: Common,
     /// Where to write the `.safetensors` file (default: beside the `.bin`).
     pub output: Option<PathBuf>,
+    /// Replace an existing output file.
+    pub force: bool,
 }
 
 /// The subcommand's arguments.
@@ -32,6 +34,12 @@ pub fn command() -> Command {
                     .long("output")
                     .value_name("PATH")
                     .help("Output file (default: open_clip_model.safetensors beside the .bin)"),
+            )
+            .arg(
+                Arg::new("force")
+                    .long("force")
+                    .action(clap::ArgAction::SetTrue)
+                    .help("Replace the output file if it exists (never the .bin itself)"),
             ),
     )
 }
@@ -41,6 +49,7 @@ pub fn parse(m: &ArgMatches) -> Result<Convert> {
     Ok(Convert {
         common: common(m)?,
         output: m.get_one::<String>("output").map(PathBuf::from),
+        force: m.get_flag("force"),
     })
 }
 
@@ -51,26 +60,35 @@ pub fn run(args: Convert) -> Result<ExitCode> {
         .model
         .resolve()
         .with_context(|| format!("cannot resolve model {}", args.common.model))?;
-    if files
+    // The model resolves to its safetensors when there is one; the .bin beside it is still
+    // what gets converted when an output is named or --force asks for a rewrite.
+    let dir = files
+        .weights
+        .parent()
+        .context("weights file has no parent directory")?
+        .to_path_buf();
+    let bin = dir.join(WEIGHT_FILES[1]);
+    let has_safetensors = files
         .weights
         .extension()
-        .is_some_and(|e| e == "safetensors")
-    {
+        .is_some_and(|e| e == "safetensors");
+    if has_safetensors && !bin.is_file() {
+        bail!(
+            "{} is already safetensors and there is no {} to convert",
+            files.weights.display(),
+            WEIGHT_FILES[1]
+        );
+    }
+    if has_safetensors && args.output.is_none() && !args.force {
         eprintln!(
-            "{} is already safetensors; nothing to do",
+            "{} already exists; nothing to do (--output PATH writes elsewhere, --force rewrites it)",
             files.weights.display()
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let dst = match args.output {
-        Some(p) => p,
-        None => files
-            .weights
-            .parent()
-            .context("weights file has no parent directory")?
-            .join(WEIGHT_FILES[0]),
-    };
-    let n = bin_to_safetensors(&files.weights, &dst)?;
+    let src = if has_safetensors { bin } else { files.weights };
+    let dst = args.output.unwrap_or_else(|| dir.join(WEIGHT_FILES[0]));
+    let n = bin_to_safetensors(&src, &dst, args.force)?;
     eprintln!("wrote {n} tensors to {}", dst.display());
     Ok(ExitCode::SUCCESS)
 }

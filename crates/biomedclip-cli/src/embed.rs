@@ -28,6 +28,8 @@ pub struct Embed {
     pub inputs: Vec<EmbedInput>,
     /// Image options.
     pub image_options: ImageOptions,
+    /// Directory entries that could not be read (already reported; they count as failed).
+    pub unreadable: usize,
 }
 
 /// The subcommand's arguments.
@@ -39,6 +41,7 @@ pub fn command() -> Command {
                 Arg::new("image")
                     .long("image")
                     .value_name("PATH")
+                    .value_parser(clap::value_parser!(PathBuf))
                     .action(ArgAction::Append)
                     .help("An image or directory of images to embed (repeatable)"),
             )
@@ -55,10 +58,10 @@ pub fn command() -> Command {
 /// Reads and validates the arguments.
 pub fn parse(m: &ArgMatches) -> Result<Embed> {
     let mut indexed: Vec<(usize, EmbedInput)> = Vec::new();
-    if let (Some(idx), Some(vals)) = (m.indices_of("image"), m.get_many::<String>("image")) {
+    if let (Some(idx), Some(vals)) = (m.indices_of("image"), m.get_many::<PathBuf>("image")) {
         indexed.extend(
             idx.zip(vals)
-                .map(|(i, v)| (i, EmbedInput::Image(PathBuf::from(v)))),
+                .map(|(i, v)| (i, EmbedInput::Image(v.clone()))),
         );
     }
     if let (Some(idx), Some(vals)) = (m.indices_of("text"), m.get_many::<String>("text")) {
@@ -70,14 +73,14 @@ pub fn parse(m: &ArgMatches) -> Result<Embed> {
     indexed.sort_by_key(|(i, _)| *i);
     let image_options = image_options(m)?;
     let mut inputs = Vec::with_capacity(indexed.len());
+    let mut unreadable = 0;
     for (_, input) in indexed {
         match input {
-            EmbedInput::Image(p) if p.is_dir() => inputs.extend(
-                image_options
-                    .expand(&[p])?
-                    .into_iter()
-                    .map(EmbedInput::Image),
-            ),
+            EmbedInput::Image(p) if p.is_dir() => {
+                let (found, bad) = image_options.expand(&[p])?;
+                inputs.extend(found.into_iter().map(EmbedInput::Image));
+                unreadable += bad;
+            }
             other => inputs.push(other),
         }
     }
@@ -85,6 +88,7 @@ pub fn parse(m: &ArgMatches) -> Result<Embed> {
         common: common(m)?,
         inputs,
         image_options,
+        unreadable,
     })
 }
 
@@ -99,7 +103,7 @@ struct Line<'a> {
 /// Embeds every input and writes JSON Lines to stdout.
 pub fn run(args: Embed) -> Result<ExitCode> {
     let mut model = args.common.load_model()?;
-    model.set_rendering(args.image_options.rendering);
+    args.image_options.apply(&mut model);
     let images: Vec<PathBuf> = args
         .inputs
         .iter()
@@ -124,7 +128,7 @@ pub fn run(args: Embed) -> Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let (mut ti, mut ii) = (text_emb.iter(), image_emb.iter());
-    let mut failed = 0;
+    let mut failed = args.unreadable;
     for input in &args.inputs {
         let line = match input {
             EmbedInput::Text(t) => Line {
@@ -150,7 +154,10 @@ pub fn run(args: Embed) -> Result<ExitCode> {
     }
     out.flush()?;
     if failed > 0 {
-        eprintln!("{failed} of {} images failed", images.len());
+        eprintln!(
+            "{failed} of {} images failed",
+            images.len() + args.unreadable
+        );
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

@@ -6,8 +6,15 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use biomedclip::image::input::collect_images;
 use biomedclip::image::render::{HighBitDepth, Rendering, Window, WINDOW_PRESETS};
+use biomedclip::image::{Limits, MAX_IMAGE_PIXELS, MAX_INPUT_BYTES};
 use biomedclip::{BiomedClip, Device, ModelFiles, ModelSource, Precision, DEFAULT_MODEL};
 use clap::{Arg, ArgAction, ArgMatches, Command as ClapCommand};
+
+use crate::terminal::printable;
+
+/// Threads per core `--threads` may ask for: beyond one per core only overhead grows, and
+/// thousands of threads stall the machine before any work is done.
+const MAX_THREADS_PER_CORE: usize = 4;
 
 /// Options shared by every subcommand.
 pub struct Common {
@@ -30,6 +37,15 @@ impl Common {
     /// Configures the thread pools, resolves the model's files and loads it.
     pub fn load_model_and_files(&self) -> Result<(ModelFiles, BiomedClip)> {
         if let Some(n) = self.threads {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let most = MAX_THREADS_PER_CORE * cores;
+            if n > most {
+                bail!(
+                    "--threads {n}: this machine has {cores} core(s); at most {most} threads \
+                     ({MAX_THREADS_PER_CORE} per core) are accepted, and more than one per \
+                     core only adds overhead"
+                );
+            }
             // candle sizes its matrix-multiply pool from RAYON_NUM_THREADS.
             std::env::set_var("RAYON_NUM_THREADS", n.to_string());
             rayon::ThreadPoolBuilder::new()
@@ -54,27 +70,43 @@ impl Common {
 }
 
 /// How image files are found and rendered.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ImageOptions {
     /// Windowing and 16-bit handling.
     pub rendering: Rendering,
     /// Filter for files inside directories.
     pub glob: Option<String>,
+    /// What one image may cost.
+    pub limits: Limits,
 }
 
 impl ImageOptions {
+    /// Gives the model the rendering and the limits.
+    pub fn apply(&self, model: &mut BiomedClip) {
+        model.set_rendering(self.rendering);
+        model.set_limits(self.limits);
+    }
+
     /// Expands directories among `inputs` into image files, telling stderr how many
-    /// non-image files were skipped.
-    pub fn expand(&self, inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    /// non-image files were skipped and which entries could not be read (each an error;
+    /// the walk goes on). Returns the files and the number of unreadable entries.
+    pub fn expand(&self, inputs: &[PathBuf]) -> Result<(Vec<PathBuf>, usize)> {
         let found = collect_images(inputs, self.glob.as_deref())?;
         if !found.skipped.is_empty() {
             eprintln!(
                 "skipped {} non-image file(s) in directories, e.g. {}",
                 found.skipped.len(),
-                found.skipped[0].display()
+                printable(&found.skipped[0].display().to_string())
             );
         }
-        Ok(found.images)
+        for (path, reason) in &found.unreadable {
+            eprintln!(
+                "error: {}: {}; skipped",
+                printable(&path.display().to_string()),
+                printable(reason)
+            );
+        }
+        Ok((found.images, found.unreadable.len()))
     }
 }
 
@@ -118,10 +150,32 @@ pub fn common_args(cmd: ClapCommand) -> ClapCommand {
     )
 }
 
-/// `--window`, `--reference-16bit` and `--glob`.
+/// `--window`, `--reference-16bit`, `--glob` and the input limits.
 pub fn image_args(cmd: ClapCommand) -> ClapCommand {
     let presets: Vec<&str> = WINDOW_PRESETS.iter().map(|(n, _)| *n).collect();
     cmd.arg(
+        Arg::new("max-image-pixels")
+            .long("max-image-pixels")
+            .value_name("N")
+            .env("BIOMEDCLIP_MAX_IMAGE_PIXELS")
+            .value_parser(clap::value_parser!(u64).range(1..))
+            .help(format!(
+                "Refuse images with more pixels than N, from their header, before decoding \
+                 (default {MAX_IMAGE_PIXELS}, Pillow's MAX_IMAGE_PIXELS; a guard against \
+                 decompression bombs)"
+            )),
+    )
+    .arg(
+        Arg::new("max-input-bytes")
+            .long("max-input-bytes")
+            .value_name("N")
+            .env("BIOMEDCLIP_MAX_INPUT_BYTES")
+            .value_parser(clap::value_parser!(u64).range(1..))
+            .help(format!(
+                "Refuse image files larger than N bytes (default {MAX_INPUT_BYTES})"
+            )),
+    )
+    .arg(
         Arg::new("window")
             .long("window")
             .value_name("C,W|PRESET")
@@ -166,6 +220,16 @@ pub fn image_options(m: &ArgMatches) -> Result<ImageOptions> {
             high_bit_depth,
         },
         glob: m.get_one::<String>("glob").cloned(),
+        limits: Limits {
+            max_pixels: m
+                .get_one::<u64>("max-image-pixels")
+                .copied()
+                .unwrap_or(MAX_IMAGE_PIXELS),
+            max_bytes: m
+                .get_one::<u64>("max-input-bytes")
+                .copied()
+                .unwrap_or(MAX_INPUT_BYTES),
+        },
     })
 }
 

@@ -14,6 +14,7 @@ use crate::device::Device;
 use crate::engine::{self, Towers, IMAGE_BATCH};
 use crate::error::{Error, Result};
 use crate::image::input::ImageInput;
+use crate::image::limits::Limits;
 use crate::image::preprocess::Preprocessor;
 use crate::image::render::Rendering;
 use crate::precision::Precision;
@@ -203,6 +204,12 @@ impl BiomedClip {
     /// else the full range; [`Rendering::reference`] for the reference's behaviour).
     pub fn set_rendering(&mut self, rendering: Rendering) {
         self.preprocessor.set_rendering(rendering);
+    }
+
+    /// Sets what one image input may cost (pixels, bytes read); inputs beyond it fail with
+    /// an error naming them, before anything is allocated for them.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.preprocessor.set_limits(limits);
     }
 
     /// Where the towers run.

@@ -5,6 +5,7 @@ mod common;
 
 use biomedclip::image::decode::{decode, decode_frame, Pixels};
 use biomedclip::image::render::Window;
+use biomedclip::image::Limits;
 use common::fixtures;
 use serde_json::Value;
 
@@ -27,8 +28,14 @@ fn renderings_match_pydicom_within_one_level() {
         let window = case["window"]
             .as_str()
             .map(|w| w.parse::<Window>().unwrap());
-        let ours = decode_frame(&std::fs::read(&path).unwrap(), &path, frame, window)
-            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let ours = decode_frame(
+            &std::fs::read(&path).unwrap(),
+            &path,
+            frame,
+            window,
+            &Limits::default(),
+        )
+        .unwrap_or_else(|e| panic!("{file}: {e}"));
         let gold_path = fixtures()
             .join("golden/dicom")
             .join(case["golden"].as_str().unwrap());
@@ -86,19 +93,25 @@ fn undecodable_files_name_the_transfer_syntax() {
 fn frames_are_chosen_and_checked() {
     let path = fixtures().join("dicom/SC_rgb_rle_2frame.dcm");
     let bytes = std::fs::read(&path).unwrap();
-    let first = decode_frame(&bytes, &path, Some(0), None).unwrap();
-    let second = decode_frame(&bytes, &path, Some(1), None).unwrap();
+    let first = decode_frame(&bytes, &path, Some(0), None, &Limits::default()).unwrap();
+    let second = decode_frame(&bytes, &path, Some(1), None, &Limits::default()).unwrap();
     assert_ne!(first.pixels, second.pixels);
     // Default: the middle frame (index 1 of 2).
     assert_eq!(decode(&bytes, &path).unwrap().pixels, second.pixels);
-    let err = decode_frame(&bytes, &path, Some(2), None)
+    let err = decode_frame(&bytes, &path, Some(2), None, &Limits::default())
         .unwrap_err()
         .to_string();
     assert!(err.contains("2 frame(s)"), "{err}");
     let png = fixtures().join("images/ihc.jpg");
-    let err = decode_frame(&std::fs::read(&png).unwrap(), &png, Some(0), None)
-        .unwrap_err()
-        .to_string();
+    let err = decode_frame(
+        &std::fs::read(&png).unwrap(),
+        &png,
+        Some(0),
+        None,
+        &Limits::default(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("only be chosen in DICOM"), "{err}");
 }
 

@@ -220,9 +220,16 @@ fn converted_checkpoint_loads_identically() {
     let n = biomedclip::checkpoint::convert::bin_to_safetensors(
         &model_dir().join("open_clip_pytorch_model.bin"),
         &dst,
+        false,
     )
     .unwrap();
     assert!(n > 40, "{n} tensors");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dst).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "{mode:o}");
+    }
     let mut converted = files("open_clip_model.safetensors", "tokenizer.json");
     converted.weights = dst;
     let a = biomedclip::BiomedClip::from_files(&converted, &biomedclip::Device::Cpu).unwrap();

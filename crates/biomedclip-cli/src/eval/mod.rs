@@ -18,6 +18,7 @@ use serde_json::json;
 
 use crate::options::{Common, ImageOptions};
 use crate::progress::progress_bar;
+use crate::terminal::printable;
 
 pub use args::{command, parse};
 
@@ -95,12 +96,23 @@ impl Session {
             .map(|(p, r)| match r {
                 Ok(e) => Some(e),
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {}", printable(&e.to_string()));
                     self.failed.push((p.display().to_string(), e.to_string()));
                     None
                 }
             })
             .collect()
+    }
+
+    /// Records a directory entry that could not be read.
+    pub(super) fn unreadable(&mut self, path: &std::path::Path, reason: &str) {
+        let path = path.display().to_string();
+        eprintln!(
+            "error: {}: {}; skipped",
+            printable(&path),
+            printable(reason)
+        );
+        self.failed.push((path, reason.to_string()));
     }
 
     pub(super) fn texts(&mut self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
@@ -114,7 +126,7 @@ impl Session {
 /// Runs the evaluation and prints the results.
 pub fn run(args: Eval) -> Result<ExitCode> {
     let (files, mut model) = args.common.load_model_and_files()?;
-    model.set_rendering(args.images.rendering);
+    args.images.apply(&mut model);
     let cache = match &args.cache {
         Some(root) => Some(
             EmbeddingCache::open(root, &files, &model)

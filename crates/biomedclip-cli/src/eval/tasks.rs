@@ -49,9 +49,12 @@ fn write_confusion(
     Ok(())
 }
 
-fn load_labelled(path: &Path, glob: Option<&str>) -> Result<LabelledImages> {
+fn load_labelled(s: &mut Session, path: &Path, glob: Option<&str>) -> Result<LabelledImages> {
     let d = LabelledImages::load(path, glob)
         .with_context(|| format!("cannot read data {}", path.display()))?;
+    for (entry, reason) in &d.unreadable {
+        s.unreadable(entry, reason);
+    }
     if !d.skipped.is_empty() {
         eprintln!(
             "{}: skipped {} non-image file(s), e.g. {}",
@@ -73,8 +76,16 @@ pub(super) fn zero_shot(
     args: &Eval,
     glob: Option<&str>,
 ) -> Result<Value> {
-    let d = load_labelled(data, glob)?;
+    let d = load_labelled(s, data, glob)?;
     let classes = Classes::new(&d.labels, args.classes.as_deref())?;
+    if classes.names.len() < 2 {
+        eprintln!(
+            "warning: {} has a single class ({}); zero-shot accuracy over one class is 100% \
+             whatever the model does",
+            data.display(),
+            classes.names.join(", ")
+        );
+    }
     let targets = classes.indices(&d.labels)?;
     let prompts: Vec<String> = classes
         .names
@@ -163,9 +174,12 @@ pub(super) fn probe(s: &mut Session, args: &Eval, glob: Option<&str>) -> Result<
     else {
         unreachable!("called for the linear probe")
     };
-    let train_d = load_labelled(train, glob)?;
-    let test_d = load_labelled(test, glob)?;
-    let val_d = val.as_deref().map(|v| load_labelled(v, glob)).transpose()?;
+    let train_d = load_labelled(s, train, glob)?;
+    let test_d = load_labelled(s, test, glob)?;
+    let val_d = val
+        .as_deref()
+        .map(|v| load_labelled(s, v, glob))
+        .transpose()?;
     let all_labels = train_d
         .labels
         .iter()
@@ -180,6 +194,19 @@ pub(super) fn probe(s: &mut Session, args: &Eval, glob: Option<&str>) -> Result<
     };
     let (train_x, train_items) = embed(s, &train_d)?;
     let (test_x, test_items) = embed(s, &test_d)?;
+    let trained: std::collections::BTreeSet<usize> = train_items.iter().map(|(_, y)| *y).collect();
+    let unseen: std::collections::BTreeSet<&str> = test_items
+        .iter()
+        .filter(|(_, y)| !trained.contains(y))
+        .map(|(_, y)| classes.labels[*y].as_str())
+        .collect();
+    if !unseen.is_empty() {
+        eprintln!(
+            "warning: test class(es) {} have no training images; the probe cannot predict them, \
+             so their images count as errors",
+            unseen.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
     let labels_of = |items: &[(PathBuf, usize)]| items.iter().map(|(_, y)| *y).collect::<Vec<_>>();
     let train_y = labels_of(&train_items);
     let pick = |idx: &[usize]| -> Embedded {

@@ -407,9 +407,8 @@ impl ModelDims {
         let inter = weights.shape_of(&names::weight(&names::text::layer(0).intermediate()), 2)?;
         let heads = bert
             .and_then(|b| b.num_attention_heads)
-            .unwrap_or(hidden / 64)
-            .max(1);
-        if hidden % heads != 0 {
+            .unwrap_or((hidden / 64).max(1));
+        if heads == 0 || hidden % heads != 0 {
             return Err(Error::Config {
                 path: cfg_path.into(),
                 reason: format!("text width {hidden} is not divisible by {heads} heads"),

@@ -9,6 +9,7 @@ pub mod floats;
 #[cfg(feature = "hub")]
 mod hub;
 pub mod names;
+pub mod pickle_guard;
 pub mod source;
 pub mod weights;
 

@@ -106,6 +106,18 @@ fn to_f32(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
     })
 }
 
+/// The index of the first NaN or infinity. Blocks are tested without branching, so the scan
+/// vectorises and costs little next to reading the weights.
+fn first_non_finite(v: &[f32]) -> Option<usize> {
+    const BLOCK: usize = 1024;
+    v.chunks(BLOCK)
+        .position(|b| b.iter().fold(false, |bad, x| bad | !x.is_finite()))
+        .map(|block| {
+            let start = block * BLOCK;
+            start + v[start..].iter().position(|x| !x.is_finite()).unwrap_or(0)
+        })
+}
+
 /// A checkpoint opened for lookups by state-dict key.
 pub struct Weights {
     path: PathBuf,
@@ -135,9 +147,10 @@ impl Weights {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
             ));
         }
+        // candle appends a backtrace to some messages; the first line is the message.
         let fail = |e: candle_core::Error| Error::Weights {
             path: path.into(),
-            reason: e.to_string(),
+            reason: e.to_string().lines().next().unwrap_or_default().to_string(),
         };
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         // SAFETY: mapped read-only; the module documents that the file must not change while
@@ -150,6 +163,10 @@ impl Weights {
                 reason,
             })?
         } else {
+            super::pickle_guard::check_checkpoint(&map).map_err(|reason| Error::Weights {
+                path: path.into(),
+                reason,
+            })?;
             let mut pth = PthTensors::new(path, None).map_err(fail)?;
             if pth.tensor_infos().is_empty() {
                 pth = PthTensors::new(path, Some("state_dict")).map_err(fail)?;
@@ -264,7 +281,23 @@ impl Weights {
 
     /// Loads `key` (shape checked) in row-major order, in place in the mapped file where it
     /// is stored as aligned `f32` ([`Floats`]), else converted into a buffer of its own.
+    /// Values that are not finite (NaN, infinities) are refused, naming the tensor: they
+    /// would turn every output into NaN without a word.
     pub fn get_floats(&self, key: &str, expected: &[usize]) -> Result<Floats> {
+        let floats = self.read_floats(key, expected)?;
+        if let Some(i) = first_non_finite(&floats) {
+            return Err(Error::Weights {
+                path: self.path.clone(),
+                reason: format!(
+                    "tensor `{key}` holds {} at index {i}; the checkpoint is damaged",
+                    floats[i]
+                ),
+            });
+        }
+        Ok(floats)
+    }
+
+    fn read_floats(&self, key: &str, expected: &[usize]) -> Result<Floats> {
         let stored = self.keys.get(key).ok_or_else(|| self.missing(key))?;
         let found = &self.shapes[key];
         if found.as_slice() != expected {

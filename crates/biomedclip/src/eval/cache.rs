@@ -2,9 +2,11 @@
 //! evaluation of the same data does not encode it again.
 //!
 //! Layout: `<root>/<model fingerprint>/<2 hex>/<key>.f32`, each file the embedding as
-//! little-endian f32. The model fingerprint hashes (BLAKE3) the config and the weights file;
-//! it is remembered per weights path, size and modification time in `<root>/models.json` so
-//! the weights are hashed once. Image keys hash the file's bytes, the DICOM frame and the
+//! little-endian f32. The model fingerprint hashes (BLAKE3) the config, the tokenizer and the
+//! weights file; it is remembered in `<root>/models.json` so the weights are hashed once,
+//! keyed as git keys its index: path, size, modification and status-change times, device and
+//! inode. A replaced file gets a new inode or ctime even when its size and mtime are restored
+//! (`touch -r` can set the mtime, nothing but the kernel sets the ctime), so it is hashed anew. Image keys hash the file's bytes, the DICOM frame and the
 //! rendering options and the image tower's precision; text keys hash the text (the text tower
 //! is `f32` at every precision).
 
@@ -16,6 +18,8 @@ use std::time::UNIX_EPOCH;
 use crate::checkpoint::source::ModelFiles;
 use crate::error::{Error, Result};
 use crate::image::input::split_frame;
+use crate::image::limits::open_input;
+use crate::IMAGE_BATCH;
 use crate::{BiomedClip, Precision};
 
 /// An on-disk embedding store for one model.
@@ -73,12 +77,12 @@ impl EmbeddingCache {
     /// decoded (usually from the page cache), which keeps memory flat for large collections
     /// instead of holding every missed file's bytes until its batch is encoded.
     pub fn image_key(&self, path: &Path) -> Result<String> {
-        let (file, frame) = split_frame(path);
+        let (file, frame) = split_frame(path)?;
         let mut hasher = blake3::Hasher::new();
         hasher.update(b"image\0");
         hasher.update(self.image_tag.as_bytes());
         hasher.update(format!("\0frame={frame:?}\0").as_bytes());
-        let mut f = std::fs::File::open(&file).map_err(|e| Error::io(&file, e))?;
+        let mut f = open_input(&file)?;
         let mut buf = vec![0u8; 1 << 16];
         loop {
             let n = f.read(&mut buf).map_err(|e| Error::io(&file, e))?;
@@ -134,6 +138,10 @@ pub struct CacheStats {
     pub encoded: usize,
 }
 
+/// Images encoded between two writes to the cache: large enough to keep the engine's
+/// batches full, small enough that an interruption loses little.
+const PIECE: usize = 16 * IMAGE_BATCH;
+
 /// Encodes image files through the cache when there is one: cached embeddings are read,
 /// the rest encoded in batches and stored. Each file gets its own result, in order;
 /// `progress(n)` is called as `n` more files are done.
@@ -171,15 +179,19 @@ pub fn encode_images_cached<P: AsRef<Path> + Sync>(
         }
     }
     progress(paths.len() - todo.len());
-    let todo_paths: Vec<&Path> = todo.iter().map(|&i| paths[i].as_ref()).collect();
-    let encoded = model.encode_image_files_with_progress(&todo_paths, progress);
-    for (i, r) in todo.into_iter().zip(encoded) {
-        if let (Ok(e), Some(key)) = (&r, &keys[i]) {
-            // A cache that cannot be written only costs time later; the result stands.
-            let _ = cache.put(key, e);
-            stats.encoded += 1;
+    // Encoded in pieces, each stored before the next starts, so an interrupted run keeps
+    // what it computed and the next run resumes from there.
+    for piece in todo.chunks(PIECE) {
+        let piece_paths: Vec<&Path> = piece.iter().map(|&i| paths[i].as_ref()).collect();
+        let encoded = model.encode_image_files_with_progress(&piece_paths, &mut progress);
+        for (&i, r) in piece.iter().zip(encoded) {
+            if let (Ok(e), Some(key)) = (&r, &keys[i]) {
+                // A cache that cannot be written only costs time later; the result stands.
+                let _ = cache.put(key, e);
+                stats.encoded += 1;
+            }
+            results[i] = Some(r);
         }
-        results[i] = Some(r);
     }
     let out = results
         .into_iter()
@@ -214,21 +226,21 @@ pub fn encode_texts_cached(
     Ok((out.into_iter().map(|e| e.expect("filled")).collect(), stats))
 }
 
-/// BLAKE3 of the config and weights, remembered per (path, size, mtime) in `models.json`.
+/// BLAKE3 of the config, tokenizer and weights, remembered per weights file identity (see
+/// the module docs) in `models.json`.
 fn model_fingerprint(root: &Path, files: &ModelFiles) -> Result<String> {
     let meta = std::fs::metadata(&files.weights).map_err(|e| Error::io(&files.weights, e))?;
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
     let canonical = std::fs::canonicalize(&files.weights).unwrap_or(files.weights.clone());
     let config = std::fs::read(&files.config).map_err(|e| Error::io(&files.config, e))?;
+    let tokenizer = std::fs::read(&files.tokenizer).map_err(|e| Error::io(&files.tokenizer, e))?;
+    let mut small = blake3::Hasher::new();
+    small.update(&config);
+    small.update(&tokenizer);
     let memo_key = format!(
-        "{}|{}|{mtime}|{}",
+        "{}|{}|{}",
         canonical.display(),
-        meta.len(),
-        blake3::hash(&config).to_hex()
+        file_identity(&meta),
+        small.finalize().to_hex()
     );
     let memo_path = root.join("models.json");
     let mut memo: BTreeMap<String, String> = std::fs::read_to_string(&memo_path)
@@ -240,13 +252,49 @@ fn model_fingerprint(root: &Path, files: &ModelFiles) -> Result<String> {
     }
     let mut hasher = blake3::Hasher::new();
     hasher.update(&config);
+    hasher.update(&tokenizer);
     hasher
         .update_mmap_rayon(&files.weights)
         .map_err(|e| Error::io(&files.weights, e))?;
     let fp = hasher.finalize().to_hex().to_string();
     memo.insert(memo_key, fp.clone());
     if let Ok(json) = serde_json::to_string_pretty(&memo) {
-        let _ = std::fs::write(&memo_path, json);
+        // Atomic, so that two runs sharing the cache never read half a file; a memo that
+        // cannot be written only means hashing again next time.
+        let tmp = memo_path.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, json).is_ok() {
+            let _ = std::fs::rename(&tmp, &memo_path);
+        }
     }
     Ok(fp)
+}
+
+/// Size, times, device and inode of a file (git's "stat data"), as one string.
+fn file_identity(meta: &std::fs::Metadata) -> String {
+    let nanos = |t: std::io::Result<std::time::SystemTime>| {
+        t.ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos())
+    };
+    let mtime = nanos(meta.modified());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let ctime = meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128;
+        format!(
+            "size={} mtime={mtime} ctime={ctime} dev={} ino={}",
+            meta.len(),
+            meta.dev(),
+            meta.ino()
+        )
+    }
+    #[cfg(not(unix))]
+    {
+        // Without inodes, the creation time stands in for the file's identity.
+        format!(
+            "size={} mtime={mtime} created={}",
+            meta.len(),
+            nanos(meta.created())
+        )
+    }
 }

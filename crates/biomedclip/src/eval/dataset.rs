@@ -17,6 +17,9 @@ pub struct LabelledImages {
     pub labels: Vec<String>,
     /// Files in class folders that are not images (reported, not used).
     pub skipped: Vec<PathBuf>,
+    /// Entries of class folders that could not be read, with the reason (reported as
+    /// failures; the rest of the data is used).
+    pub unreadable: Vec<(PathBuf, String)>,
 }
 
 impl LabelledImages {
@@ -35,7 +38,12 @@ impl LabelledImages {
             .map_err(|e| Error::io(root, e))?
             .filter_map(|entry| entry.ok())
             .filter(|entry| entry.path().is_dir())
-            .filter_map(|entry| Some((entry.file_name().to_str()?.to_string(), entry.path())))
+            .map(|entry| {
+                (
+                    entry.file_name().to_string_lossy().into_owned(),
+                    entry.path(),
+                )
+            })
             .filter(|(name, _)| !name.starts_with('.'))
             .collect();
         classes.sort();
@@ -52,6 +60,7 @@ impl LabelledImages {
                 .extend(std::iter::repeat_n(name.clone(), found.images.len()));
             out.images.extend(found.images);
             out.skipped.extend(found.skipped);
+            out.unreadable.extend(found.unreadable);
         }
         Ok(out)
     }

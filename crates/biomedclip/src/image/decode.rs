@@ -4,10 +4,9 @@
 //! `LA`/`RGBA` with premultiplied alpha, `P` (palette) and `1` (bilevel) with NEAREST, and
 //! 16-bit grayscale as `I;16`. PNG is decoded with the `png` crate so that the palette, bit
 //! depth and transparency chunk are seen as Pillow sees them (`PngImagePlugin._MODES`: a
-//! `tRNS` chunk never changes the mode). JPEG is decoded by libjpeg-turbo's decoder (through
-//! the `mozjpeg` crate: the same integer IDCT, fancy upsampling and colour conversion as the
-//! libjpeg-turbo inside Pillow, so pixels match exactly). Other formats go through the `image`
-//! crate.
+//! `tRNS` chunk never changes the mode). JPEG is decoded by libjpeg-turbo ([`super::jpeg`]).
+//! Other formats go through the `image` crate. Every decoder reads the image's size from its
+//! header first and refuses it if it exceeds the [`Limits`].
 
 use std::io::Cursor;
 use std::path::Path;
@@ -16,6 +15,8 @@ use image::{DynamicImage, ImageFormat};
 
 #[cfg(feature = "dicom")]
 use super::dicom::decode_dicom;
+use super::jpeg::decode_jpeg;
+use super::limits::Limits;
 pub use super::pixels::{Decoded, Pixels};
 use super::render::Window;
 use crate::error::{Error, Result};
@@ -28,18 +29,21 @@ pub fn is_dicom(bytes: &[u8]) -> bool {
     bytes.get(DICOM_MAGIC_AT..DICOM_MAGIC_AT + 4) == Some(b"DICM")
 }
 
-/// Decodes an image file's bytes; `path` is used for messages only.
+/// Decodes an image file's bytes within the default [`Limits`]; `path` is used for messages
+/// only.
 pub fn decode(bytes: &[u8], path: &Path) -> Result<Decoded> {
-    decode_frame(bytes, path, None, None)
+    decode_frame(bytes, path, None, None, &Limits::default())
 }
 
 /// Decodes an image file's bytes, taking `frame` (default: the middle one) of a DICOM file
-/// and rendering DICOM grayscale through `window` (default: the file's own).
+/// and rendering DICOM grayscale through `window` (default: the file's own). Images with
+/// more pixels than `limits` allow are refused from their header, before decoding.
 pub fn decode_frame(
     bytes: &[u8],
     path: &Path,
     frame: Option<u32>,
     window: Option<Window>,
+    limits: &Limits,
 ) -> Result<Decoded> {
     let fail = |reason: String| Error::Image {
         path: path.into(),
@@ -47,11 +51,11 @@ pub fn decode_frame(
     };
     if is_dicom(bytes) {
         #[cfg(feature = "dicom")]
-        return decode_dicom(bytes, path, frame, window);
+        return decode_dicom(bytes, path, frame, window, limits);
         #[cfg(not(feature = "dicom"))]
         return Err(fail(format!(
             "DICOM files need the library's `dicom` feature, which this build lacks \
-             (window {window:?} not applied)"
+             (window {window:?} and limits {limits:?} not applied)"
         )));
     }
     if let Some(n) = frame {
@@ -63,11 +67,17 @@ pub fn decode_frame(
         fail("unrecognised image format (supported: DICOM, JPEG, PNG, GIF, BMP, TIFF, WebP)".into())
     })?;
     match format {
-        ImageFormat::Png => decode_png(bytes).map_err(fail),
-        ImageFormat::Jpeg => decode_jpeg(bytes).map_err(fail),
+        ImageFormat::Png => decode_png(bytes, limits).map_err(fail),
+        ImageFormat::Jpeg => decode_jpeg(bytes, limits).map_err(fail),
         ImageFormat::Gif | ImageFormat::Bmp | ImageFormat::Tiff | ImageFormat::WebP => {
-            let img = image::load_from_memory_with_format(bytes, format)
+            let reader = || image::ImageReader::with_format(Cursor::new(bytes), format);
+            let (width, height) = reader()
+                .into_dimensions()
                 .map_err(|e| fail(e.to_string()))?;
+            limits
+                .check_pixels(width.into(), height.into())
+                .map_err(fail)?;
+            let img = reader().decode().map_err(|e| fail(e.to_string()))?;
             // GIF frames are palette images in Pillow.
             Ok(from_dynamic(img, format == ImageFormat::Gif))
         }
@@ -104,64 +114,13 @@ fn from_dynamic(img: DynamicImage, palette: bool) -> Decoded {
     }
 }
 
-fn decode_jpeg(bytes: &[u8]) -> std::result::Result<Decoded, String> {
-    use mozjpeg::ColorSpace;
-    // libjpeg reports fatal errors by unwinding (without the panic hook); catch them here.
-    let result = std::panic::catch_unwind(|| -> std::io::Result<Decoded> {
-        let d = mozjpeg::Decompress::new_mem(bytes)?;
-        let (width, height) = (d.width(), d.height());
-        let pixels = match d.color_space() {
-            ColorSpace::JCS_GRAYSCALE => {
-                let mut s = d.grayscale()?;
-                let data: Vec<u8> = s.read_scanlines()?;
-                s.finish()?;
-                Pixels::Gray(data)
-            }
-            ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK => {
-                // Pillow keeps CMYK (Adobe files store it inverted) and converts to RGB after
-                // resizing; here the conversion comes first (a close approximation).
-                let mut s = d.to_colorspace(ColorSpace::JCS_CMYK)?;
-                let data: Vec<u8> = s.read_scanlines()?;
-                s.finish()?;
-                let rgb = data
-                    .chunks_exact(4)
-                    .flat_map(|p| {
-                        let k = p[3] as u32;
-                        [0, 1, 2].map(|i| ((p[i] as u32 * k + 127) / 255) as u8)
-                    })
-                    .collect();
-                Pixels::Rgb(rgb)
-            }
-            _ => {
-                let mut s = d.rgb()?;
-                let data: Vec<u8> = s.read_scanlines()?;
-                s.finish()?;
-                Pixels::Rgb(data)
-            }
-        };
-        Ok(Decoded {
-            width,
-            height,
-            pixels,
-            nearest: false,
-        })
-    });
-    match result {
-        Ok(Ok(d)) => Ok(d),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(panic) => Err(panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "corrupt JPEG data".into())),
-    }
-}
-
-fn decode_png(bytes: &[u8]) -> std::result::Result<Decoded, String> {
+fn decode_png(bytes: &[u8], limits: &Limits) -> std::result::Result<Decoded, String> {
     use png::{BitDepth, ColorType};
     let mut decoder = png::Decoder::new(Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::IDENTITY);
     let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
+    let (width, height) = reader.info().size();
+    limits.check_pixels(width.into(), height.into())?;
     let size = reader
         .output_buffer_size()
         .ok_or_else(|| "image too large".to_string())?;

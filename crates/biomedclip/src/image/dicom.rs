@@ -18,6 +18,7 @@ use dicom_pixeldata::{
     VoiLutFunction, VoiLutOption,
 };
 
+use super::limits::Limits;
 use super::pixels::{Decoded, Pixels};
 use super::render::{to_gray8, Window, WindowFunction};
 use crate::error::{Error, Result};
@@ -29,6 +30,7 @@ pub fn decode_dicom(
     path: &Path,
     frame: Option<u32>,
     window: Option<Window>,
+    limits: &Limits,
 ) -> Result<Decoded> {
     let fail = |reason: String| Error::Image {
         path: path.into(),
@@ -38,9 +40,23 @@ pub fn decode_dicom(
         .from_reader(&bytes[crate::image::decode::DICOM_MAGIC_AT..])
         .map_err(|e| fail(format!("cannot read DICOM data set: {}", chain(&e))))?;
     let syntax = transfer_syntax_name(&obj);
-    if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
+    let Some(pixel_data) = obj.element_opt(tags::PIXEL_DATA).ok().flatten() else {
+        for (tag, name) in [
+            (tags::FLOAT_PIXEL_DATA, "Float Pixel Data (7FE0,0008)"),
+            (
+                tags::DOUBLE_FLOAT_PIXEL_DATA,
+                "Double Float Pixel Data (7FE0,0009)",
+            ),
+        ] {
+            if obj.element_opt(tag).ok().flatten().is_some() {
+                return Err(fail(format!(
+                    "the image is stored as {name}, which is not supported \
+                     (integer Pixel Data (7FE0,0010) only)"
+                )));
+            }
+        }
         return Err(fail("DICOM file has no Pixel Data (7FE0,0010)".into()));
-    }
+    };
     let frames = int_value(&obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as u32;
     let frame = frame.unwrap_or(frames / 2);
     if frame >= frames {
@@ -48,6 +64,7 @@ pub fn decode_dicom(
             "frame {frame} does not exist: the file has {frames} frame(s), numbered from 0"
         )));
     }
+    check_geometry(&obj, pixel_data, frames, limits).map_err(fail)?;
     let pixels = obj.decode_pixel_data_frame(frame).map_err(|e| {
         fail(format!(
             "cannot decode pixel data ({syntax}): {}",
@@ -65,11 +82,19 @@ pub fn decode_dicom(
     let data = match (pixels.samples_per_pixel(), &pi) {
         (1, PhotometricInterpretation::Monochrome1 | PhotometricInterpretation::Monochrome2) => {
             let values = modality_values(&pixels).map_err(convert_err)?;
+            // dicom-pixeldata drops a window it cannot use; the raw values are then read so
+            // that an invalid one is reported rather than silently replaced.
             let file_window = pixels
                 .window()
                 .ok()
                 .flatten()
-                .and_then(|w| w.first().copied());
+                .and_then(|w| w.first().map(|w| Window::new(w.center, w.width)))
+                .or_else(|| {
+                    Some(Window::new(
+                        first_float(&obj, tags::WINDOW_CENTER)?,
+                        first_float(&obj, tags::WINDOW_WIDTH)?,
+                    ))
+                });
             let function = match pixels
                 .voi_lut_function()
                 .ok()
@@ -80,7 +105,13 @@ pub fn decode_dicom(
                 Some(VoiLutFunction::Sigmoid) => WindowFunction::Sigmoid,
                 _ => WindowFunction::Linear,
             };
-            let window = window.or(file_window.map(|w| Window::new(w.center, w.width)));
+            let window = match window {
+                Some(given) => Some(given),
+                None => file_window
+                    .map(|w| check_window(w, function))
+                    .transpose()
+                    .map_err(fail)?,
+            };
             let mut gray = to_gray8(&values, window, function);
             if pi == PhotometricInterpretation::Monochrome1 {
                 gray.iter_mut().for_each(|v| *v = 255 - *v);
@@ -111,6 +142,72 @@ pub fn decode_dicom(
         pixels: data,
         nearest: false,
     })
+}
+
+/// Refuses a frame larger than `limits` allow, bit depths the decoder cannot take, and
+/// (for native, uncompressed data) Pixel Data shorter than Rows x Columns x frames needs,
+/// before any pixel is decoded.
+fn check_geometry(
+    obj: &DefaultDicomObject,
+    pixel_data: &dicom_object::mem::InMemElement,
+    frames: u32,
+    limits: &Limits,
+) -> std::result::Result<(), String> {
+    let rows = int_value(obj, tags::ROWS).ok_or("Rows (0028,0010) is missing")?;
+    let columns = int_value(obj, tags::COLUMNS).ok_or("Columns (0028,0011) is missing")?;
+    if rows <= 0 || columns <= 0 {
+        return Err(format!("Rows x Columns is {rows} x {columns}"));
+    }
+    limits.check_pixels(columns as u64, rows as u64)?;
+    let bits =
+        int_value(obj, tags::BITS_ALLOCATED).ok_or("Bits Allocated (0028,0100) is missing")?;
+    if ![8, 16, 32].contains(&bits) {
+        return Err(format!(
+            "Bits Allocated (0028,0100) is {bits}; images of 8, 16 or 32 bits are supported"
+        ));
+    }
+    let samples = int_value(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1).max(1);
+    // Chroma-subsampled colour (YBR_*_422/420) stores fewer samples than Rows x Columns x 3.
+    let subsampled = obj
+        .element_opt(tags::PHOTOMETRIC_INTERPRETATION)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()))
+        .is_some_and(|pi| pi.ends_with("_422") || pi.ends_with("_420"));
+    // Encapsulated (compressed) data comes as fragments; only native data has a known size.
+    if let (false, dicom_core::value::Value::Primitive(value)) = (subsampled, pixel_data.value()) {
+        let have = value.calculate_byte_len() as u64;
+        let need = (rows as u64 * columns as u64)
+            .saturating_mul(samples as u64 * bits as u64 / 8)
+            .saturating_mul(frames as u64);
+        if have < need {
+            return Err(format!(
+                "Pixel Data holds {have} bytes, but Rows x Columns x Samples x Bits Allocated x \
+                 Frames ({rows} x {columns} x {samples} x {bits} bits x {frames}) needs {need}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a file's VOI window that the standard (and pydicom's `apply_voi_lut`) refuses:
+/// width below 1 for LINEAR, not above 0 for LINEAR_EXACT and SIGMOID.
+fn check_window(w: Window, function: WindowFunction) -> std::result::Result<Window, String> {
+    let least_linear = matches!(function, WindowFunction::Linear);
+    let ok = if least_linear {
+        w.width >= 1.0
+    } else {
+        w.width > 0.0
+    };
+    if ok && w.center.is_finite() && w.width.is_finite() {
+        return Ok(w);
+    }
+    let rule = if least_linear { ">= 1" } else { "> 0" };
+    Err(format!(
+        "the file's Window Width (0028,1051) is {} (centre {}); it must be {rule} \
+         (give a window with --window to override it)",
+        w.width, w.center
+    ))
 }
 
 /// Stored values through the Modality LUT (Rescale Slope/Intercept), as floats.
@@ -150,6 +247,16 @@ fn transfer_syntax_name(obj: &DefaultDicomObject) -> String {
         Some(ts) => format!("transfer syntax {} {uid}", ts.name()),
         None => format!("unknown transfer syntax {uid}"),
     }
+}
+
+fn first_float(obj: &DefaultDicomObject, tag: Tag) -> Option<f64> {
+    let values = obj
+        .element_opt(tag)
+        .ok()
+        .flatten()?
+        .to_multi_float64()
+        .ok()?;
+    values.first().copied()
 }
 
 fn int_value(obj: &DefaultDicomObject, tag: Tag) -> Option<i64> {

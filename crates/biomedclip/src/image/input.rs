@@ -75,19 +75,24 @@ pub const IMAGE_EXTENSIONS: &[&str] = &[
 ];
 
 /// Splits a `path#frame=N` argument into the file and the frame (counted from 0). A path
-/// that exists as written is never split.
-pub fn split_frame(path: &Path) -> (PathBuf, Option<u32>) {
-    let Some(s) = path.to_str() else {
-        return (path.into(), None);
+/// that exists as written is never split; a suffix that is not a whole number on a file that
+/// exists is an error naming the suffix.
+pub fn split_frame(path: &Path) -> Result<(PathBuf, Option<u32>)> {
+    let unsplit = Ok((path.into(), None));
+    let Some((file, n)) = path.to_str().and_then(|s| s.rsplit_once("#frame=")) else {
+        return unsplit;
     };
-    if let Some((file, n)) = s.rsplit_once("#frame=") {
-        if let Ok(n) = n.parse::<u32>() {
-            if !path.exists() {
-                return (PathBuf::from(file), Some(n));
-            }
-        }
+    if path.exists() {
+        return unsplit;
     }
-    (path.into(), None)
+    match n.parse::<u32>() {
+        Ok(n) => Ok((PathBuf::from(file), Some(n))),
+        Err(_) if Path::new(file).exists() => Err(Error::Image {
+            path: path.into(),
+            reason: format!("`#frame={n}` is not a frame number (whole numbers from 0)"),
+        }),
+        Err(_) => unsplit,
+    }
 }
 
 /// The image files found for a list of arguments.
@@ -97,13 +102,17 @@ pub struct Collected {
     pub images: Vec<PathBuf>,
     /// Files inside the directories that matched the glob but are not images.
     pub skipped: Vec<PathBuf>,
+    /// Entries of the directories that could not be read (a dangling link, a link loop, a
+    /// folder without permission), with the reason; the walk went on past them.
+    pub unreadable: Vec<(PathBuf, String)>,
 }
 
 /// Expands `inputs`: files are kept as given (so a bad one is reported when read), and
 /// directories are walked recursively for image files whose path relative to the
 /// directory matches `glob` (default: every file). A file inside a directory is an image
 /// if its extension is in [`IMAGE_EXTENSIONS`] or its first bytes are a known image or
-/// DICOM signature; other files are listed in [`Collected::skipped`].
+/// DICOM signature; other files are listed in [`Collected::skipped`], and entries that
+/// cannot be read in [`Collected::unreadable`] (the walk goes on).
 pub fn collect_images(inputs: &[PathBuf], glob: Option<&str>) -> Result<Collected> {
     let matcher = glob
         .map(|g| {
@@ -115,7 +124,7 @@ pub fn collect_images(inputs: &[PathBuf], glob: Option<&str>) -> Result<Collecte
     let mut out = Collected::default();
     for input in inputs {
         if input.is_dir() {
-            walk(input, matcher.as_ref(), &mut out)?;
+            walk(input, matcher.as_ref(), &mut out);
         } else {
             out.images.push(input.clone());
         }
@@ -123,18 +132,29 @@ pub fn collect_images(inputs: &[PathBuf], glob: Option<&str>) -> Result<Collecte
     Ok(out)
 }
 
-fn walk(dir: &Path, matcher: Option<&GlobMatcher>, out: &mut Collected) -> Result<()> {
+fn walk(dir: &Path, matcher: Option<&GlobMatcher>, out: &mut Collected) {
     let entries = walkdir::WalkDir::new(dir)
         .follow_links(true)
         .sort_by_file_name();
     for entry in entries {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(dir).to_path_buf();
-            let error = e
-                .into_io_error()
-                .unwrap_or_else(|| std::io::Error::other("filesystem loop"));
-            Error::io(path, error)
-        })?;
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                let path = e.path().unwrap_or(dir).to_path_buf();
+                let reason = match (e.loop_ancestor(), e.io_error()) {
+                    (Some(ancestor), _) => {
+                        format!("a link loop (back to {})", ancestor.display())
+                    }
+                    (None, Some(io)) if io.kind() == std::io::ErrorKind::NotFound => {
+                        "a dangling link (its target does not exist)".to_string()
+                    }
+                    (None, Some(io)) => io.to_string(),
+                    (None, None) => e.to_string(),
+                };
+                out.unreadable.push((path, reason));
+                continue;
+            }
+        };
         if !entry.file_type().is_file() {
             continue;
         }
@@ -149,7 +169,6 @@ fn walk(dir: &Path, matcher: Option<&GlobMatcher>, out: &mut Collected) -> Resul
             out.skipped.push(path.to_path_buf());
         }
     }
-    Ok(())
 }
 
 /// Whether a file is an image by its extension or, failing that, its first bytes.
@@ -180,16 +199,25 @@ mod tests {
     #[test]
     fn frame_suffix_is_split_only_when_the_path_does_not_exist() {
         assert_eq!(
-            split_frame(Path::new("/nonexistent/a.dcm#frame=3")),
+            split_frame(Path::new("/nonexistent/a.dcm#frame=3")).unwrap(),
             (PathBuf::from("/nonexistent/a.dcm"), Some(3))
         );
         assert_eq!(
-            split_frame(Path::new("/nonexistent/a.dcm#frame=x")),
+            split_frame(Path::new("/nonexistent/a.dcm#frame=x")).unwrap(),
             (PathBuf::from("/nonexistent/a.dcm#frame=x"), None)
         );
         assert_eq!(
-            split_frame(Path::new("a.png")),
+            split_frame(Path::new("a.png")).unwrap(),
             (PathBuf::from("a.png"), None)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("scan.dcm");
+        std::fs::write(&file, b"x").unwrap();
+        let arg = PathBuf::from(format!("{}#frame=-1", file.display()));
+        let msg = split_frame(&arg).unwrap_err().to_string();
+        assert!(
+            msg.contains("scan.dcm#frame=-1") && msg.contains("not a frame number"),
+            "{msg}"
         );
     }
 
@@ -219,5 +247,31 @@ mod tests {
         let only_b = collect_images(&[dir.path().into()], Some("b/*")).unwrap();
         assert_eq!(only_b.images, vec![sub.join("IM0001"), sub.join("c.JPG")]);
         assert!(collect_images(&[dir.path().into()], Some("[")).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn bad_entries_are_reported_and_the_walk_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(dir.path().join("a.png"), b"x").unwrap();
+        std::fs::write(sub.join("z.png"), b"x").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("missing.png"), dir.path().join("b.png"))
+            .unwrap();
+        std::os::unix::fs::symlink(dir.path(), sub.join("loop")).unwrap();
+        let found = collect_images(&[dir.path().into()], None).unwrap();
+        assert_eq!(
+            found.images,
+            vec![dir.path().join("a.png"), sub.join("z.png")]
+        );
+        let reasons: Vec<String> = found
+            .unreadable
+            .iter()
+            .map(|(p, r)| format!("{}: {r}", p.display()))
+            .collect();
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(reasons[0].contains("b.png: a dangling link"), "{reasons:?}");
+        assert!(reasons[1].contains("loop: a link loop"), "{reasons:?}");
     }
 }

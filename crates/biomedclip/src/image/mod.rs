@@ -7,10 +7,13 @@ pub mod decode;
 #[cfg(feature = "dicom")]
 pub mod dicom;
 pub mod input;
+mod jpeg;
+pub mod limits;
 pub mod pixels;
 pub mod preprocess;
 pub mod render;
 pub mod resample;
 
 pub use input::ImageInput;
+pub use limits::{Limits, MAX_IMAGE_PIXELS, MAX_INPUT_BYTES};
 pub use render::{HighBitDepth, Rendering, Window, WindowFunction, WINDOW_PRESETS};

@@ -12,9 +12,10 @@ use std::path::Path;
 
 use super::decode::decode_frame;
 use super::input::{split_frame, ImageInput};
+use super::limits::Limits;
 use super::pixels::{Decoded, Pixels};
 use super::render::{to_gray8, HighBitDepth, Rendering, WindowFunction};
-use super::resample::{Filter, Image16, Image8};
+use super::resample::{resize_crop8, Crop, Filter, Image16, Image8};
 use crate::checkpoint::config::PreprocessCfg;
 use crate::error::{Error, Result};
 
@@ -26,6 +27,7 @@ pub struct Preprocessor {
     std: [f32; 3],
     filter: Filter,
     rendering: Rendering,
+    limits: Limits,
 }
 
 /// Python's `round` on a non-negative half-integer grid: half to even.
@@ -97,6 +99,7 @@ impl Preprocessor {
             std: cfg.std,
             filter,
             rendering: Rendering::default(),
+            limits: Limits::default(),
         }
     }
 
@@ -110,13 +113,24 @@ impl Preprocessor {
         self.rendering = rendering;
     }
 
+    /// What one input may cost (pixels, bytes read).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Sets what one input may cost.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     /// Side of the square output.
     pub fn size(&self) -> usize {
         self.size
     }
 
     /// Resize and crop to the model's input, then convert to 8-bit RGB: the image the
-    /// reference hands to `ToTensor`.
+    /// reference hands to `ToTensor`. Only the cropped region of the resized image is
+    /// computed, so an extreme aspect ratio costs no more than a square image.
     pub fn to_rgb8(&self, img: &Decoded) -> Result<Image8> {
         if img.width == 0 || img.height == 0 {
             return Err(Error::InvalidInput("image has zero width or height".into()));
@@ -128,8 +142,12 @@ impl Preprocessor {
         } else {
             self.filter
         };
-        let top = round_half_even((h as f64 - s as f64) / 2.0);
-        let left = round_half_even((w as f64 - s as f64) / 2.0);
+        let crop = Crop {
+            left: round_half_even((w as f64 - s as f64) / 2.0),
+            top: round_half_even((h as f64 - s as f64) / 2.0),
+            width: s,
+            height: s,
+        };
         if let Pixels::Gray16(data) = &img.pixels {
             if self.rendering.high_bit_depth == HighBitDepth::FullRange {
                 let values: Vec<f64> = data.iter().map(|&v| v as f64).collect();
@@ -151,7 +169,7 @@ impl Preprocessor {
                 height: img.height,
                 data: data.clone(),
             };
-            let cropped = src.resize(w, h, filter).crop(left, top, s, s);
+            let cropped = src.resize_crop(w, h, filter, crop);
             let gray = Image8 {
                 width: s,
                 height: s,
@@ -160,19 +178,27 @@ impl Preprocessor {
             };
             return Ok(to_rgb(&gray));
         }
-        let mut src = img.to_image8();
-        let has_alpha = matches!(img.pixels, Pixels::Rgba(_) | Pixels::GrayAlpha(_));
-        let resized = if (w, h) == (img.width, img.height) {
-            src
-        } else if has_alpha && filter != Filter::Nearest {
+        let (channels, data) = match &img.pixels {
+            Pixels::Gray(d) => (1, d),
+            Pixels::GrayAlpha(d) => (2, d),
+            Pixels::Rgb(d) => (3, d),
+            Pixels::Rgba(d) => (4, d),
+            Pixels::Gray16(_) => unreachable!("16-bit images are resized above"),
+        };
+        let shape = (img.width, img.height, channels);
+        let has_alpha = channels % 2 == 0;
+        let cropped = if has_alpha && filter != Filter::Nearest && (w, h) != (img.width, img.height)
+        {
+            // Pillow resizes `RGBA`/`LA` premultiplied (per pixel, so before or after the
+            // crop gives the same numbers).
+            let mut src = img.to_image8();
             premultiply(&mut src);
-            let mut r = src.resize(w, h, filter);
+            let mut r = resize_crop8(shape, &src.data, (w, h), filter, crop);
             unpremultiply(&mut r);
             r
         } else {
-            src.resize(w, h, filter)
+            resize_crop8(shape, data, (w, h), filter, crop)
         };
-        let cropped = resized.crop(left, top, s, s);
         Ok(to_rgb(&cropped))
     }
 
@@ -204,15 +230,15 @@ impl Preprocessor {
     /// Decodes and preprocesses an image file's bytes into `3 * size * size` CHW floats,
     /// taking `frame` of a DICOM file (default: the middle one).
     pub fn process_bytes(&self, bytes: &[u8], path: &Path, frame: Option<u32>) -> Result<Vec<f32>> {
-        let decoded = decode_frame(bytes, path, frame, self.rendering.window)?;
+        let decoded = decode_frame(bytes, path, frame, self.rendering.window, &self.limits)?;
         self.process_decoded(&decoded, path)
     }
 
     /// Reads, decodes and preprocesses an image file; `file.dcm#frame=N` takes frame `N`
     /// (from 0) of a multi-frame DICOM file.
     pub fn process_file(&self, path: &Path) -> Result<Vec<f32>> {
-        let (file, frame) = split_frame(path);
-        let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
+        let (file, frame) = split_frame(path)?;
+        let bytes = self.limits.read_file(&file)?;
         self.process_bytes(&bytes, path, frame)
     }
 
@@ -227,6 +253,12 @@ impl Preprocessor {
                 data,
             } => {
                 let name = image.name();
+                self.limits
+                    .check_pixels(width as u64, height as u64)
+                    .map_err(|reason| Error::Image {
+                        path: name.clone(),
+                        reason,
+                    })?;
                 if Some(data.len()) != width.checked_mul(height).and_then(|n| n.checked_mul(3)) {
                     return Err(Error::Image {
                         path: name,
