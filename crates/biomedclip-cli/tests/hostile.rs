@@ -308,15 +308,7 @@ fn a_one_class_zero_shot_eval_is_warned_about() {
     std::fs::copy(image("gray.png"), class.join("a.png")).unwrap();
     let m = model();
     let data = s(&dir.path().join("data"));
-    let out = run(&[
-        "eval",
-        "zero-shot",
-        "--model",
-        &m,
-        "--data",
-        &data,
-        "--no-cache",
-    ]);
+    let out = run(&["eval", "zero-shot", "--model", &m, "--no-cache", &data]);
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("single class (tumour)"), "{err}");

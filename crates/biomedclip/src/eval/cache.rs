@@ -298,3 +298,44 @@ fn file_identity(meta: &std::fs::Metadata) -> String {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_replaced_file_is_never_taken_for_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weights.bin");
+        std::fs::write(&path, [1u8; 64]).unwrap();
+        let before = std::fs::metadata(&path).unwrap();
+        let mtime = before.modified().unwrap();
+        let id = file_identity(&before);
+        // The kernel's timestamps may be as coarse as a scheduler tick.
+        std::thread::sleep(std::time::Duration::from_millis(30));
+
+        // Rewritten in place, same size, mtime restored (as `touch -r` would): ctime moved.
+        std::fs::write(&path, [2u8; 64]).unwrap();
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.set_modified(mtime).unwrap();
+        drop(f);
+        let rewritten = std::fs::metadata(&path).unwrap();
+        assert_eq!(rewritten.len(), before.len());
+        assert_eq!(rewritten.modified().unwrap(), mtime);
+        assert_ne!(file_identity(&rewritten), id);
+
+        // Replaced by another file renamed over it: new inode.
+        let other = dir.path().join("new.bin");
+        std::fs::write(&other, [3u8; 64]).unwrap();
+        let f = std::fs::File::options().write(true).open(&other).unwrap();
+        f.set_modified(mtime).unwrap();
+        drop(f);
+        std::fs::rename(&other, &path).unwrap();
+        assert_ne!(file_identity(&std::fs::metadata(&path).unwrap()), id);
+        assert_eq!(
+            file_identity(&std::fs::metadata(&path).unwrap()),
+            file_identity(&std::fs::metadata(&path).unwrap())
+        );
+    }
+}

@@ -134,7 +134,7 @@ fn decode_png(bytes: &[u8], limits: &Limits) -> std::result::Result<Decoded, Str
     // Samples of one row, unpacked from `depth` bits each (1, 2, 4 or 8).
     let unpack = |row: &[u8], count: usize| -> Vec<u8> {
         let per_byte = 8 / depth as usize;
-        let mask = (1u16 << depth) as u8 - 1;
+        let mask = ((1u16 << depth) - 1) as u8;
         (0..count)
             .map(|i| {
                 let byte = row[i / per_byte];
