@@ -4,7 +4,7 @@
 //! `LA`/`RGBA` with premultiplied alpha, `P` (palette) and `1` (bilevel) with NEAREST, and
 //! 16-bit grayscale as `I;16`. PNG is decoded with the `png` crate so that the palette, bit
 //! depth and transparency chunk are seen as Pillow sees them (`PngImagePlugin._MODES`: a
-//! `tRNS` chunk never changes the mode). JPEG is decoded by libjpeg-turbo ([`super::jpeg`]).
+//! `tRNS` chunk never changes the mode). JPEG is decoded by libjpeg-turbo (`jpeg.rs`).
 //! Other formats go through the `image` crate. Every decoder reads the image's size from its
 //! header first and refuses it if it exceeds the [`Limits`].
 
