@@ -394,3 +394,89 @@ fn inconsistent_dicom_files_are_named_with_the_reason() {
     let msg = image_err(&model, &frame);
     assert!(msg.contains("not a frame number"), "{msg}");
 }
+
+/// The fuzzing corpora (`fuzz/corpus/<target>/`, minimised by libFuzzer) replayed through the
+/// same entry points as the fuzz targets: none may panic, and every error names its input.
+#[test]
+fn fuzz_corpora_replay_without_panics() {
+    use biomedclip::checkpoint::config::{OpenClipConfig, PreprocessCfg};
+    use biomedclip::checkpoint::Weights;
+    use biomedclip::image::decode::decode_frame;
+    use biomedclip::image::preprocess::Preprocessor;
+    use biomedclip::image::Limits;
+    use biomedclip::text::clean::clean_text;
+    use biomedclip::text::TextTokenizer;
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
+    let inputs = |target: &str| -> Vec<Vec<u8>> {
+        let mut paths: Vec<_> = std::fs::read_dir(root.join(target))
+            .unwrap_or_else(|e| panic!("fuzz/corpus/{target}: {e}"))
+            .map(|e| e.unwrap().path())
+            .collect();
+        paths.sort();
+        assert!(!paths.is_empty(), "fuzz/corpus/{target} is empty");
+        paths.iter().map(|p| std::fs::read(p).unwrap()).collect()
+    };
+    let name = Path::new("corpus-input");
+    let pre = Preprocessor::new(&PreprocessCfg::default(), 224);
+    // The fuzz targets' bounds: decoded images up to 16 Mpx, preprocessed up to 4 Mpx.
+    let limits = Limits {
+        max_pixels: 1 << 24,
+        ..Limits::default()
+    };
+    let image = |data: &[u8]| {
+        if let Ok(d) = decode_frame(data, name, None, None, &limits) {
+            if d.width * d.height <= 1 << 22 {
+                let _ = pre.process_decoded(&d, name);
+            }
+        }
+    };
+    // The crashes fuzzing found, now errors: fuzz/crashes/<target>/.
+    let crashes = |target: &str| -> Vec<Vec<u8>> {
+        let dir = root.join("../crashes").join(target);
+        let mut paths: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .collect();
+        paths.sort();
+        paths.iter().map(|p| std::fs::read(p).unwrap()).collect()
+    };
+    for data in inputs("image_decode")
+        .into_iter()
+        .chain(crashes("image_decode"))
+    {
+        image(&data);
+    }
+    for data in inputs("dicom").into_iter().chain(crashes("dicom")) {
+        let mut file = vec![0u8; 128];
+        file.extend_from_slice(b"DICM");
+        file.extend_from_slice(&data);
+        image(&file);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (target, file_name) in [
+        ("checkpoint", "open_clip_pytorch_model.bin"),
+        ("safetensors", "open_clip_model.safetensors"),
+    ] {
+        let path = dir.path().join(file_name);
+        for data in inputs(target) {
+            std::fs::write(&path, &data).unwrap();
+            if let Err(e) = Weights::open(&path) {
+                assert!(e.to_string().contains(file_name), "{e}");
+            }
+        }
+    }
+    let path = dir.path().join("open_clip_config.json");
+    for data in inputs("config") {
+        std::fs::write(&path, &data).unwrap();
+        let _ = OpenClipConfig::from_file(&path);
+    }
+    let tok = TextTokenizer::from_vocab(&model_dir().join("vocab.txt"), 256).unwrap();
+    for data in inputs("text") {
+        let text = String::from_utf8_lossy(&data);
+        let _ = clean_text(&text);
+        if let Ok(ids) = tok.encode(&text) {
+            assert!(ids.len() <= 256 && ids.iter().all(|&i| i <= tok.max_id()));
+        }
+    }
+}

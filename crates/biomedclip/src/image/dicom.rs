@@ -18,6 +18,7 @@ use dicom_pixeldata::{
     VoiLutFunction, VoiLutOption,
 };
 
+use super::dicom_lengths::check_lengths;
 use super::limits::Limits;
 use super::pixels::{Decoded, Pixels};
 use super::render::{to_gray8, Window, WindowFunction};
@@ -32,10 +33,35 @@ pub fn decode_dicom(
     window: Option<Window>,
     limits: &Limits,
 ) -> Result<Decoded> {
+    // dicom-rs's pixel codecs can panic on corrupt data (an RLE segment or a JPEG 2000 tile
+    // overrunning its buffer, found by fuzzing); such a file must fail alone, with its name.
+    std::panic::catch_unwind(|| decode_checked(bytes, path, frame, window, limits)).unwrap_or_else(
+        |panic| {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            Err(Error::Image {
+                path: path.into(),
+                reason: format!("corrupt DICOM data (the decoder failed: {what})"),
+            })
+        },
+    )
+}
+
+fn decode_checked(
+    bytes: &[u8],
+    path: &Path,
+    frame: Option<u32>,
+    window: Option<Window>,
+    limits: &Limits,
+) -> Result<Decoded> {
     let fail = |reason: String| Error::Image {
         path: path.into(),
         reason,
     };
+    check_lengths(bytes).map_err(fail)?;
     let obj = OpenFileOptions::new()
         .from_reader(&bytes[crate::image::decode::DICOM_MAGIC_AT..])
         .map_err(|e| fail(format!("cannot read DICOM data set: {}", chain(&e))))?;

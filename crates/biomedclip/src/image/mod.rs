@@ -6,6 +6,8 @@
 pub mod decode;
 #[cfg(feature = "dicom")]
 pub mod dicom;
+#[cfg(feature = "dicom")]
+mod dicom_lengths;
 pub mod input;
 mod jpeg;
 pub mod limits;

@@ -1,0 +1,8 @@
+//! A PyTorch checkpoint (zip of a pickle and storages): `Weights::open` then every lookup.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    biomedclip_fuzz::fuzz_weights("open_clip_pytorch_model.bin", data);
+});
