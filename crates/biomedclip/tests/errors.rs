@@ -194,6 +194,20 @@ fn non_finite_weights_are_refused_naming_the_tensor() {
 }
 
 #[test]
+fn non_finite_word_embeddings_are_refused_when_their_tokens_are_met() {
+    let key = "text.transformer.embeddings.word_embeddings.weight";
+    let (_dir, files) = edited_model(|t| {
+        let w = t[key].to_dtype(candle_core::DType::F32).unwrap();
+        let nan = (w * f64::NAN).unwrap();
+        t.insert(key.into(), nan);
+    });
+    // The table is read by rows: loading succeeds, the first text names the tensor and token.
+    let model = BiomedClip::from_files(&files, &Device::Cpu).unwrap();
+    let msg = model.encode_texts(&["a scan"]).unwrap_err().to_string();
+    assert!(msg.contains(key) && msg.contains("token id"), "{msg}");
+}
+
+#[test]
 fn zero_attention_heads_are_refused() {
     let (dir, files) = edited_model(|_| {});
     let path = dir.path().join("config.json");

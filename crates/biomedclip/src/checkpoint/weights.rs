@@ -108,7 +108,7 @@ fn to_f32(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
 
 /// The index of the first NaN or infinity. Blocks are tested without branching, so the scan
 /// vectorises and costs little next to reading the weights.
-fn first_non_finite(v: &[f32]) -> Option<usize> {
+pub(crate) fn first_non_finite(v: &[f32]) -> Option<usize> {
     const BLOCK: usize = 1024;
     v.chunks(BLOCK)
         .position(|b| b.iter().fold(false, |bad, x| bad | !x.is_finite()))
@@ -295,6 +295,13 @@ impl Weights {
             });
         }
         Ok(floats)
+    }
+
+    /// Loads a table read by rows (an embedding table) like [`Self::get_floats`] but without
+    /// the finiteness scan, which would read every page of it at load; the caller checks
+    /// the rows it gathers ([`first_non_finite`]).
+    pub(crate) fn get_table(&self, key: &str, expected: &[usize]) -> Result<Floats> {
+        self.read_floats(key, expected)
     }
 
     fn read_floats(&self, key: &str, expected: &[usize]) -> Result<Floats> {

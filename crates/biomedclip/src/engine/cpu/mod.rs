@@ -89,6 +89,7 @@ impl Towers for CpuTowers {
     /// Packs about [`TEXT_TOKENS`] tokens per pass without padding, in passes of about
     /// equal size (side by side on the worker threads for large inputs).
     fn encode_token_ids(&self, ids: &[Vec<u32>], pad: u32) -> Result<Vec<Vec<f32>>> {
+        self.bert.check_rows(ids.iter().flatten().copied())?;
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| ids[i].len());
         let mut out = vec![Vec::new(); ids.len()];

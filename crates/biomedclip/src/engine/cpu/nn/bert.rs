@@ -8,12 +8,12 @@ use super::norm::norm;
 use crate::checkpoint::config::{TextDims, TextPooling, TextProjection};
 use crate::checkpoint::floats::Floats;
 use crate::checkpoint::names;
-use crate::checkpoint::weights::Weights;
+use crate::checkpoint::weights::{first_non_finite, Weights};
 use crate::engine::cpu::nn::linear::Linear;
 use crate::engine::cpu::ops::elementwise::Norm;
 use crate::engine::cpu::ops::elementwise::{gelu, layer_norm_inplace};
 use crate::engine::cpu::ops::matmul::Epilogue;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// A layer's query, key and value products.
 enum SelfAttention {
@@ -111,8 +111,10 @@ impl Bert {
             }
         };
         Ok(Bert {
+            // Read by rows, and only the rows of the tokens met: their values are checked
+            // as they are gathered (`check_rows`), not all at load.
             word_embeddings: w
-                .get_floats(&names::weight(names::text::WORD_EMBEDDINGS), &[d.vocab, h])?,
+                .get_table(&names::weight(names::text::WORD_EMBEDDINGS), &[d.vocab, h])?,
             position_embeddings: w.get_vec(
                 &names::weight(names::text::POSITION_EMBEDDINGS),
                 &[d.max_positions, h],
@@ -149,6 +151,27 @@ impl Bert {
     }
 
     /// Word + position + token type 0 embeddings, then LayerNorm: `[tokens, hidden]`.
+    /// Refuses token ids whose word-embedding rows hold NaN or infinities (the table is not
+    /// scanned at load: it is large and most of it is never read).
+    pub(crate) fn check_rows(&self, ids: impl Iterator<Item = u32>) -> Result<()> {
+        let h = self.dims.hidden;
+        for id in ids {
+            let row = self
+                .word_embeddings
+                .get(id as usize * h..(id as usize + 1) * h)
+                .unwrap_or_default();
+            if let Some(i) = first_non_finite(row) {
+                return Err(Error::InvalidInput(format!(
+                    "the checkpoint's `{}` holds {} in the row of token id {id} (column {i}); \
+                     the checkpoint is damaged",
+                    names::weight(names::text::WORD_EMBEDDINGS),
+                    row[i]
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn embed(&self, ids: &[u32], seqs: &Segments) -> Vec<f32> {
         let h = self.dims.hidden;
         let mut x = vec![0f32; seqs.tokens() * h];
