@@ -118,14 +118,11 @@ impl Walk<'_> {
             let vr = (group != 0xFFFE).then(|| implicit_vr(tag, len));
             return Ok(Some(Header { tag, vr, len }));
         }
-        let Some(vr) = self
-            .file
-            .get(p + 4..p + 6)
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .and_then(|s| s.parse::<VR>().ok())
-        else {
+        let Some(vr) = self.file.get(p + 4..p + 6) else {
             return Ok(None);
         };
+        // dicom-rs reads a VR it does not know as UN (a 4-byte length); so does this walk.
+        let vr = VR::from_binary([vr[0], vr[1]]).unwrap_or(VR::UN);
         let long = matches!(
             vr,
             VR::OB
