@@ -23,9 +23,13 @@ pub fn bin_to_safetensors(src: &Path, dst: &Path, force: bool) -> Result<usize> 
         reason,
     };
     let existing = check_destination(src, dst, force)?;
-    let bytes = std::fs::read(src).map_err(|e| Error::io(src, e))?;
-    check_checkpoint(&bytes).map_err(|reason| fail(src, reason))?;
-    drop(bytes);
+    let file = std::fs::File::open(src).map_err(|e| Error::io(src, e))?;
+    // SAFETY: mapped read-only for the check below and dropped before candle reopens the
+    // file; a concurrent writer could only make the check see inconsistent bytes, which it
+    // reports as an error.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(src, e))?;
+    check_checkpoint(&map).map_err(|reason| fail(src, reason))?;
+    drop(map);
     let first_line =
         |e: candle_core::Error| e.to_string().lines().next().unwrap_or_default().to_string();
     let mut pth = PthTensors::new(src, None).map_err(|e| fail(src, first_line(e)))?;
@@ -74,7 +78,13 @@ pub fn bin_to_safetensors(src: &Path, dst: &Path, force: bool) -> Result<usize> 
     tmp.as_file()
         .sync_all()
         .map_err(|e| Error::io(tmp.path(), e))?;
-    tmp.persist(dst).map_err(|e| Error::io(dst, e.error))?;
+    // Without --force, a file that appeared at `dst` since the check is not replaced either.
+    if force {
+        tmp.persist(dst).map_err(|e| Error::io(dst, e.error))?;
+    } else {
+        tmp.persist_noclobber(dst)
+            .map_err(|e| Error::io(dst, e.error))?;
+    }
     Ok(tensors.len())
 }
 

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
+use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::{
     ConvertOptions, DecodedPixelData, PhotometricInterpretation, PixelDecoder, PixelRepresentation,
@@ -62,7 +63,10 @@ fn decode_checked(
         reason,
     };
     check_lengths(bytes).map_err(fail)?;
+    // The preamble is skipped here; dicom-rs must not look for a second one (it would start
+    // reading 128 bytes later than the length walk did).
     let obj = OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Never)
         .from_reader(&bytes[crate::image::decode::DICOM_MAGIC_AT..])
         .map_err(|e| fail(format!("cannot read DICOM data set: {}", chain(&e))))?;
     let syntax = transfer_syntax_name(&obj);
@@ -83,7 +87,9 @@ fn decode_checked(
         }
         return Err(fail("DICOM file has no Pixel Data (7FE0,0010)".into()));
     };
-    let frames = int_value(&obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as u32;
+    let frames = int_value(&obj, tags::NUMBER_OF_FRAMES)
+        .unwrap_or(1)
+        .clamp(1, u32::MAX.into()) as u32;
     let frame = frame.unwrap_or(frames / 2);
     if frame >= frames {
         return Err(fail(format!(
@@ -204,7 +210,7 @@ fn check_geometry(
     if let (false, dicom_core::value::Value::Primitive(value)) = (subsampled, pixel_data.value()) {
         let have = value.calculate_byte_len() as u64;
         let need = (rows as u64 * columns as u64)
-            .saturating_mul(samples as u64 * bits as u64 / 8)
+            .saturating_mul((samples as u64).saturating_mul(bits as u64) / 8)
             .saturating_mul(frames as u64);
         if have < need {
             return Err(format!(

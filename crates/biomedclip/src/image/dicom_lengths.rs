@@ -2,12 +2,15 @@
 //! the end of the file, before dicom-rs parses it.
 //!
 //! dicom-rs reserves and zero-fills an element's declared length before reading its value
-//! (`dicom-parser`'s `read_value_ob`), so a few bytes claiming a 4 GB value cost 4 GB of
-//! memory and seconds of filling; it offers no bound. The whole file is in memory here, so a
-//! length larger than what remains is always a lie, and checking every header (nested
-//! sequences, items and encapsulated fragments included) makes the parse that follows bounded
-//! by the file's size. Explicit and implicit VR little endian are walked; the rare deflated and
-//! retired big-endian syntaxes are left to dicom-rs.
+//! (`dicom-parser`'s `read_value_ob`, `read_value_strs`, the meta group's `read_str_body`),
+//! so a few bytes claiming a 4 GB value cost 4 GB of memory and seconds of filling; it offers
+//! no bound. The whole file is in memory here, so a length larger than what remains is always
+//! a lie. The walk follows dicom-rs's own reading: the file meta group delimited by its group
+//! length, then the data set in its transfer syntax (explicit or implicit VR, little or big
+//! endian) as dicom-rs's `DataSetReader` reads it: in element position only the item
+//! delimiter is special, any undefined length opens a sequence (of fragments for Pixel Data),
+//! in item position items open and the sequence delimiter closes. Deflated syntaxes are
+//! refused: their declared lengths could only be checked after inflating.
 
 use dicom_core::dictionary::{DataDictionary, VirtualVr};
 use dicom_core::{Tag, VR};
@@ -16,214 +19,273 @@ use dicom_dictionary_std::StandardDataDictionary;
 /// Offset of the file meta group: 128-byte preamble and `DICM`.
 const META_AT: usize = 132;
 const UNDEFINED: u32 = u32::MAX;
-const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
-const DEFLATED_LE: &str = "1.2.840.10008.1.2.1.99";
-const EXPLICIT_BE: &str = "1.2.840.10008.1.2.2";
+const PIXEL_DATA: Tag = Tag(0x7FE0, 0x0010);
+const ITEM: Tag = Tag(0xFFFE, 0xE000);
+const ITEM_END: Tag = Tag(0xFFFE, 0xE00D);
+const SEQUENCE_END: Tag = Tag(0xFFFE, 0xE0DD);
 
 /// What encloses the headers being read.
 #[derive(Debug, Clone, Copy)]
-struct Frame {
-    /// Values in this frame are explicit VR.
-    explicit: bool,
-    /// Where a defined-length sequence ends; `None` until its delimitation item.
-    end: Option<usize>,
-    /// Items of encapsulated pixel data (opaque fragments), not elements.
-    fragments: bool,
+enum Frame {
+    /// A sequence: items come next. `fragments` for encapsulated Pixel Data.
+    Sequence { end: Option<usize>, fragments: bool },
+    /// An item of a sequence: elements come next.
+    Item { end: Option<usize> },
+}
+
+impl Frame {
+    fn end(&self) -> Option<usize> {
+        match *self {
+            Frame::Sequence { end, .. } | Frame::Item { end } => end,
+        }
+    }
 }
 
 /// Refuses a DICOM Part 10 file (preamble included) in which a declared length runs past the
-/// end of the file; the reason names the element.
+/// end of the file, or whose transfer syntax is deflated; the reason names the element.
 pub(crate) fn check_lengths(file: &[u8]) -> Result<(), String> {
     let mut walk = Walk {
         file,
         pos: META_AT,
-        frames: vec![Frame {
-            explicit: true,
-            end: None,
-            fragments: false,
-        }],
+        explicit: true,
+        big_endian: false,
+        frames: Vec::new(),
     };
-    // The file meta group (0002,xxxx) is always explicit VR little endian.
-    let mut syntax = String::new();
-    while walk.peek_group() == Some(0x0002) {
-        let Some(h) = walk.header()? else {
-            return Ok(());
-        };
-        if h.tag == Tag(0x0002, 0x0010) {
-            let end = (walk.pos + h.len as usize).min(file.len());
-            syntax = String::from_utf8_lossy(&file[walk.pos..end])
-                .trim_end_matches(['\0', ' '])
-                .to_string();
-        }
-        walk.skip(&h)?;
-    }
+    let Some(syntax) = walk.meta_group()? else {
+        // Not a meta group dicom-rs accepts: it refuses the file before reading values.
+        return Ok(());
+    };
     match syntax.as_str() {
-        DEFLATED_LE | EXPLICIT_BE => return Ok(()),
-        IMPLICIT_LE => walk.frames[0].explicit = false,
+        "1.2.840.10008.1.2.1.99" | "1.2.840.10008.1.2.4.95" | "1.2.840.10008.1.2.4.205" => {
+            return Err(format!(
+                "deflated transfer syntax {syntax} is not supported (its element lengths \
+                 cannot be checked before inflating)"
+            ))
+        }
+        "1.2.840.10008.1.2" => walk.explicit = false,
+        "1.2.840.10008.1.2.2" => walk.big_endian = true,
         _ => {}
     }
-    walk.run()
+    walk.data_set()
 }
 
 struct Walk<'a> {
     file: &'a [u8],
     pos: usize,
+    explicit: bool,
+    big_endian: bool,
     frames: Vec<Frame>,
 }
 
 struct Header {
     tag: Tag,
-    vr: Option<VR>,
+    vr: VR,
     len: u32,
 }
 
 impl Walk<'_> {
     fn u16_at(&self, at: usize) -> Option<u16> {
-        Some(u16::from_le_bytes(
-            self.file.get(at..at + 2)?.try_into().ok()?,
-        ))
+        let b: [u8; 2] = self.file.get(at..at + 2)?.try_into().ok()?;
+        Some(if self.big_endian {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        })
     }
 
     fn u32_at(&self, at: usize) -> Option<u32> {
-        Some(u32::from_le_bytes(
-            self.file.get(at..at + 4)?.try_into().ok()?,
-        ))
-    }
-
-    fn peek_group(&self) -> Option<u16> {
-        self.u16_at(self.pos)
-    }
-
-    fn frame(&self) -> Frame {
-        *self
-            .frames
-            .last()
-            .expect("the data set frame is never popped")
-    }
-
-    /// Reads the header at `pos` and moves past it; `None` at the end of the data or where
-    /// the bytes do not look like a header (dicom-rs then reports the file in its words).
-    fn header(&mut self) -> Result<Option<Header>, String> {
-        let p = self.pos;
-        let (Some(group), Some(element)) = (self.u16_at(p), self.u16_at(p + 2)) else {
-            return Ok(None);
-        };
-        let tag = Tag(group, element);
-        // Items and delimiters carry no VR in any syntax.
-        if group == 0xFFFE || !self.frame().explicit {
-            let Some(len) = self.u32_at(p + 4) else {
-                return Ok(None);
-            };
-            self.pos = p + 8;
-            let vr = (group != 0xFFFE).then(|| implicit_vr(tag, len));
-            return Ok(Some(Header { tag, vr, len }));
-        }
-        let Some(vr) = self.file.get(p + 4..p + 6) else {
-            return Ok(None);
-        };
-        // dicom-rs reads a VR it does not know as UN (a 4-byte length); so does this walk.
-        let vr = VR::from_binary([vr[0], vr[1]]).unwrap_or(VR::UN);
-        let long = matches!(
-            vr,
-            VR::OB
-                | VR::OD
-                | VR::OF
-                | VR::OL
-                | VR::OV
-                | VR::OW
-                | VR::SQ
-                | VR::UC
-                | VR::UN
-                | VR::UR
-                | VR::UT
-                | VR::SV
-                | VR::UV
-        );
-        let len = if long {
-            self.pos = p + 12;
-            self.u32_at(p + 8)
+        let b: [u8; 4] = self.file.get(at..at + 4)?.try_into().ok()?;
+        Some(if self.big_endian {
+            u32::from_be_bytes(b)
         } else {
-            self.pos = p + 8;
-            self.u16_at(p + 6).map(u32::from)
-        };
-        Ok(len.map(|len| Header {
-            tag,
-            vr: Some(vr),
-            len,
-        }))
+            u32::from_le_bytes(b)
+        })
     }
 
-    /// Moves past a defined-length value, refusing one longer than what remains.
-    fn skip(&mut self, h: &Header) -> Result<(), String> {
-        let remaining = self.file.len().saturating_sub(self.pos);
-        if h.len as usize > remaining {
+    fn remaining(&self) -> usize {
+        self.file.len().saturating_sub(self.pos)
+    }
+
+    /// Refuses `len` bytes at `pos` if they run past the end of the file.
+    fn check(&self, tag: Tag, len: u32) -> Result<(), String> {
+        if len as usize > self.remaining() {
             return Err(format!(
-                "element ({:04X},{:04X}) declares {} bytes, but only {remaining} remain in the file",
-                h.tag.0, h.tag.1, h.len
+                "element ({:04X},{:04X}) declares {len} bytes, but only {} remain in the file",
+                tag.0,
+                tag.1,
+                self.remaining()
             ));
         }
-        self.pos += h.len as usize;
         Ok(())
     }
 
-    fn run(&mut self) -> Result<(), String> {
+    /// Reads the header at `pos` in element position and moves past it; `None` at the end of
+    /// the data. Item and delimiter tags carry no VR in any syntax.
+    fn element_header(&mut self) -> Option<Header> {
+        let p = self.pos;
+        let tag = Tag(self.u16_at(p)?, self.u16_at(p + 2)?);
+        if tag.0 == 0xFFFE || !self.explicit {
+            let len = self.u32_at(p + 4)?;
+            self.pos = p + 8;
+            return Some(Header {
+                tag,
+                vr: implicit_vr(tag),
+                len,
+            });
+        }
+        let vr = self.file.get(p + 4..p + 6)?;
+        // dicom-rs reads a VR it does not know as UN (a 4-byte length).
+        let vr = VR::from_binary([vr[0], vr[1]]).unwrap_or(VR::UN);
+        let short = matches!(
+            vr,
+            VR::AE
+                | VR::AS
+                | VR::AT
+                | VR::CS
+                | VR::DA
+                | VR::DS
+                | VR::DT
+                | VR::FL
+                | VR::FD
+                | VR::IS
+                | VR::LO
+                | VR::LT
+                | VR::PN
+                | VR::SH
+                | VR::SL
+                | VR::SS
+                | VR::ST
+                | VR::TM
+                | VR::UI
+                | VR::UL
+                | VR::US
+        );
+        let len = if short {
+            self.pos = p + 8;
+            u32::from(self.u16_at(p + 6)?)
+        } else {
+            self.pos = p + 12;
+            self.u32_at(p + 8)?
+        };
+        Some(Header { tag, vr, len })
+    }
+
+    /// The file meta group, read as dicom-rs reads it: (0002,0000) first, then elements until
+    /// its group length is used up. Returns the transfer syntax, or `None` where dicom-rs
+    /// refuses the group.
+    fn meta_group(&mut self) -> Result<Option<String>, String> {
+        let Some(first) = self.element_header() else {
+            return Ok(None);
+        };
+        if first.tag != Tag(0x0002, 0x0000) || first.len != 4 {
+            return Ok(None);
+        }
+        let Some(group_length) = self.u32_at(self.pos) else {
+            return Ok(None);
+        };
+        self.pos += 4;
+        let start = self.pos;
+        let mut syntax = None;
+        while self.pos - start < group_length as usize {
+            let Some(h) = self.element_header() else {
+                return Ok(None);
+            };
+            if h.len == UNDEFINED {
+                return Ok(None);
+            }
+            self.check(h.tag, h.len)?;
+            if h.tag == Tag(0x0002, 0x0010) {
+                let value = &self.file[self.pos..self.pos + h.len as usize];
+                syntax = Some(
+                    String::from_utf8_lossy(value)
+                        .trim_end_matches(|c: char| c.is_whitespace() || c == '\0')
+                        .to_string(),
+                );
+            }
+            self.pos += h.len as usize;
+        }
+        Ok(Some(syntax.unwrap_or_default()))
+    }
+
+    fn data_set(&mut self) -> Result<(), String> {
         loop {
-            // Leave the defined-length sequences that end here.
-            while let Some(end) = self.frame().end {
-                if self.pos < end || self.frames.len() == 1 {
+            // Leave the defined-length items and sequences that end here.
+            while let Some(end) = self.frames.last().and_then(Frame::end) {
+                if self.pos < end {
                     break;
                 }
                 self.frames.pop();
             }
-            let Some(h) = self.header()? else {
-                return Ok(());
-            };
-            let frame = self.frame();
-            match (h.tag, h.vr) {
-                // Sequence delimitation: the innermost undefined-length sequence ends.
-                (Tag(0xFFFE, 0xE0DD), _) => {
-                    if self.frames.len() > 1 && frame.end.is_none() {
-                        self.frames.pop();
-                    }
-                }
-                // An item: a fragment is skipped; an item of a sequence holds elements.
-                (Tag(0xFFFE, 0xE000), _) if frame.fragments => self.skip(&h)?,
-                (Tag(0xFFFE, _), _) => {}
-                (_, Some(vr)) if h.len == UNDEFINED => {
-                    let fragments = h.tag == Tag(0x7FE0, 0x0010);
-                    if vr != VR::SQ && vr != VR::UN && !fragments {
-                        // Not valid DICOM; dicom-rs will say so.
+            match self.frames.last().copied() {
+                Some(Frame::Sequence { fragments, .. }) => {
+                    // Item position: tag and length, no VR.
+                    let p = self.pos;
+                    let (Some(g), Some(e), Some(len)) =
+                        (self.u16_at(p), self.u16_at(p + 2), self.u32_at(p + 4))
+                    else {
                         return Ok(());
+                    };
+                    self.pos = p + 8;
+                    let tag = Tag(g, e);
+                    match tag {
+                        ITEM if fragments => {
+                            self.check(tag, len)?;
+                            self.pos += len as usize;
+                        }
+                        ITEM => {
+                            let end = if len == UNDEFINED {
+                                None
+                            } else {
+                                self.check(tag, len)?;
+                                Some(self.pos + len as usize)
+                            };
+                            self.frames.push(Frame::Item { end });
+                        }
+                        SEQUENCE_END => {
+                            self.frames.pop();
+                        }
+                        // dicom-rs stops on anything else here.
+                        _ => return Ok(()),
                     }
-                    // A sequence of VR UN is encoded in implicit VR (PS3.5 6.2.2).
-                    let explicit = frame.explicit && vr != VR::UN;
-                    self.frames.push(Frame {
-                        explicit,
-                        end: None,
-                        fragments,
-                    });
                 }
-                (_, Some(VR::SQ)) => {
-                    let start = self.pos;
-                    self.skip(&h)?;
-                    self.pos = start;
-                    self.frames.push(Frame {
-                        explicit: frame.explicit,
-                        end: Some(start + h.len as usize),
-                        fragments: false,
-                    });
+                _ => {
+                    // Element position: the data set or an item.
+                    let Some(h) = self.element_header() else {
+                        return Ok(());
+                    };
+                    if h.tag == ITEM_END {
+                        if let Some(Frame::Item { end: None }) = self.frames.last() {
+                            self.frames.pop();
+                        }
+                        continue;
+                    }
+                    if h.len == UNDEFINED {
+                        self.frames.push(Frame::Sequence {
+                            end: None,
+                            fragments: h.tag == PIXEL_DATA,
+                        });
+                        continue;
+                    }
+                    self.check(h.tag, h.len)?;
+                    if h.vr == VR::SQ {
+                        self.frames.push(Frame::Sequence {
+                            end: Some(self.pos + h.len as usize),
+                            fragments: false,
+                        });
+                    } else {
+                        self.pos += h.len as usize;
+                    }
                 }
-                _ => self.skip(&h)?,
             }
         }
     }
 }
 
-/// The VR of an implicit-VR element: a sequence if its length is undefined or the dictionary
-/// says so, else opaque bytes (only the length matters here).
-fn implicit_vr(tag: Tag, len: u32) -> VR {
-    let is_sequence = len == UNDEFINED
-        || StandardDataDictionary
+/// The VR of an implicit-VR element: a sequence if the dictionary says so, else opaque bytes
+/// (only the length matters here; an undefined length opens a sequence whatever the VR).
+fn implicit_vr(tag: Tag) -> VR {
+    let is_sequence = tag.0 != 0xFFFE
+        && StandardDataDictionary
             .by_tag(tag)
             .is_some_and(|e| matches!(e.vr, VirtualVr::Exact(VR::SQ)));
     if is_sequence {
@@ -245,6 +307,9 @@ mod tests {
         if uid.len() % 2 == 1 {
             uid.push(0);
         }
+        // (0002,0000) UL group length, then (0002,0010) UI transfer syntax.
+        f.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+        f.extend_from_slice(&(8 + uid.len() as u32).to_le_bytes());
         f.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
         f.extend_from_slice(&(uid.len() as u16).to_le_bytes());
         f.extend_from_slice(&uid);
@@ -280,6 +345,34 @@ mod tests {
         ok.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 10, 0, 0, 0]);
         ok.extend_from_slice(&[0x08, 0x00, 0x50, 0x11, 2, 0, 0, 0, 1, 2]);
         assert!(check_lengths(&file("1.2.840.10008.1.2", &ok)).is_ok());
+    }
+
+    #[test]
+    fn item_tags_out_of_place_and_undefined_lengths_are_followed_as_dicom_rs_does() {
+        // An item tag in element position is a value to dicom-rs: its length is checked.
+        let body = [0xFE, 0xFF, 0x00, 0xE0, 0x00, 0x00, 0x00, 0xF0];
+        let msg = check_lengths(&file("1.2.840.10008.1.2.1", &body)).unwrap_err();
+        assert!(msg.contains("(FFFE,E000) declares"), "{msg}");
+
+        // An undefined length on an OB element opens a sequence; its items are walked.
+        let mut body = vec![
+            0x09, 0x00, 0x10, 0x00, b'O', b'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+        ];
+        body.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        body.extend_from_slice(&[0x09, 0x00, 0x20, 0x00, b'U', b'N', 0, 0, 0, 0, 0, 0xF0]);
+        let msg = check_lengths(&file("1.2.840.10008.1.2.1", &body)).unwrap_err();
+        assert!(msg.contains("(0009,0020) declares"), "{msg}");
+
+        // Deflated data cannot be walked: refused.
+        let msg = check_lengths(&file("1.2.840.10008.1.2.1.99", &[1, 2, 3])).unwrap_err();
+        assert!(msg.contains("deflated"), "{msg}");
+
+        // Big endian: the same check with big-endian numbers.
+        let body = [
+            0x00, 0x09, 0x00, 0x10, b'O', b'B', 0, 0, 0xF0, 0, 0, 0, 1, 2,
+        ];
+        let msg = check_lengths(&file("1.2.840.10008.1.2.2", &body)).unwrap_err();
+        assert!(msg.contains("(0009,0010) declares 4026531840"), "{msg}");
     }
 
     #[test]

@@ -316,14 +316,23 @@ fn nearest<T: Copy>(
     crop: Crop,
 ) -> Vec<T> {
     // The accumulation is replayed from the first output so that the crop's indices carry
-    // the same rounding as Pillow's full-size loop.
+    // the same rounding as Pillow's full-size loop; past `REPLAY` outputs (a strip resized to
+    // hundreds of millions of rows) the position is computed directly instead, which can
+    // differ from the accumulated one only in the last bits, so as not to spend seconds.
+    const REPLAY: usize = 1 << 20;
     let index = |in_size: usize, out_size: usize, window: Range<usize>| -> Vec<usize> {
         let step = in_size as f64 / out_size as f64;
+        let clamp = |pos: f64| (pos.max(0.0) as usize).min(in_size - 1);
+        if window.end > REPLAY {
+            return window
+                .map(|i| clamp(step * 0.5 + i as f64 * step))
+                .collect();
+        }
         let mut pos = step * 0.5;
         let mut out = Vec::with_capacity(window.len());
         for i in 0..window.end {
             if i >= window.start {
-                out.push((pos.max(0.0) as usize).min(in_size - 1));
+                out.push(clamp(pos));
             }
             pos += step;
         }
