@@ -76,26 +76,24 @@ pub(crate) fn decode_jpeg(bytes: &[u8], limits: &Limits) -> Result<Decoded, Stri
         limits.check_pixels(width as u64, height as u64)?;
         // The pixels are complete once the last scanline is read; `finish` then looks for
         // the end-of-image marker, whose absence Pillow forgives, so it is not checked.
-        let cut = || "image file is truncated (the JPEG data ends early)".to_string();
-        let pixels = match d.color_space() {
-            ColorSpace::JCS_GRAYSCALE => {
-                let mut s = d.grayscale().map_err(io)?;
+        let read_all =
+            |mut s: mozjpeg::decompress::DecompressStarted<&[u8]>| -> Result<Vec<u8>, String> {
                 let data: Vec<u8> = s.read_scanlines().map_err(io)?;
                 if truncated() {
-                    return Err(cut());
+                    return Err("image file is truncated (the JPEG data ends early)".into());
                 }
                 s.finish().map_err(io)?;
+                Ok(data)
+            };
+        let pixels = match d.color_space() {
+            ColorSpace::JCS_GRAYSCALE => {
+                let data = read_all(d.grayscale().map_err(io)?)?;
                 Pixels::Gray(data)
             }
             ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK => {
                 // Pillow keeps CMYK (Adobe files store it inverted) and converts to RGB after
                 // resizing; here the conversion comes first (a close approximation).
-                let mut s = d.to_colorspace(ColorSpace::JCS_CMYK).map_err(io)?;
-                let data: Vec<u8> = s.read_scanlines().map_err(io)?;
-                if truncated() {
-                    return Err(cut());
-                }
-                s.finish().map_err(io)?;
+                let data = read_all(d.to_colorspace(ColorSpace::JCS_CMYK).map_err(io)?)?;
                 let rgb = data
                     .chunks_exact(4)
                     .flat_map(|p| {
@@ -106,12 +104,7 @@ pub(crate) fn decode_jpeg(bytes: &[u8], limits: &Limits) -> Result<Decoded, Stri
                 Pixels::Rgb(rgb)
             }
             _ => {
-                let mut s = d.rgb().map_err(io)?;
-                let data: Vec<u8> = s.read_scanlines().map_err(io)?;
-                if truncated() {
-                    return Err(cut());
-                }
-                s.finish().map_err(io)?;
+                let data = read_all(d.rgb().map_err(io)?)?;
                 Pixels::Rgb(data)
             }
         };
