@@ -8,6 +8,7 @@ mod embed;
 mod eval;
 mod options;
 mod progress;
+mod serve;
 mod terminal;
 
 use std::process::ExitCode;
@@ -25,6 +26,7 @@ fn cli() -> Command {
         .subcommand(convert::command())
         .subcommand(embed::command())
         .subcommand(eval::command())
+        .subcommand(serve::command())
 }
 
 /// Parses the command line and runs the command; the exit code is non-zero if any input
@@ -36,6 +38,7 @@ fn run() -> Result<ExitCode> {
         Some(("embed", m)) => embed::run(embed::parse(m)?),
         Some(("convert", m)) => convert::run(convert::parse(m)?),
         Some(("eval", m)) => eval::run(eval::parse(m)?),
+        Some(("serve", m)) => serve::run(serve::parse(m)?),
         _ => unreachable!("clap requires a subcommand"),
     }
 }

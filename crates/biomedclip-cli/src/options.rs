@@ -36,6 +36,12 @@ impl Common {
 
     /// Configures the thread pools, resolves the model's files and loads it.
     pub fn load_model_and_files(&self) -> Result<(ModelFiles, BiomedClip)> {
+        self.configure_threads()?;
+        self.load()
+    }
+
+    /// Sizes the thread pools by `--threads` (once per process, before any work).
+    pub fn configure_threads(&self) -> Result<()> {
         if let Some(n) = self.threads {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             let most = MAX_THREADS_PER_CORE * cores;
@@ -53,6 +59,11 @@ impl Common {
                 .build_global()
                 .context("cannot configure the thread pool")?;
         }
+        Ok(())
+    }
+
+    /// Resolves the model's files and loads it (the thread pools already configured).
+    pub fn load(&self) -> Result<(ModelFiles, BiomedClip)> {
         let files = self
             .model
             .resolve()
@@ -152,6 +163,25 @@ pub fn common_args(cmd: ClapCommand) -> ClapCommand {
 
 /// `--window`, `--reference-16bit`, `--glob` and the input limits.
 pub fn image_args(cmd: ClapCommand) -> ClapCommand {
+    rendering_args(cmd)
+        .arg(
+            Arg::new("max-input-bytes")
+                .long("max-input-bytes")
+                .value_name("N")
+                .env("BIOMEDCLIP_MAX_INPUT_BYTES")
+                .value_parser(clap::value_parser!(u64).range(1..))
+                .help(format!(
+                    "Refuse image files larger than N bytes (default {MAX_INPUT_BYTES})"
+                )),
+        )
+        .arg(Arg::new("glob").long("glob").value_name("PATTERN").help(
+            "Only files in directories whose relative path matches PATTERN (e.g. '**/*.dcm')",
+        ))
+}
+
+/// `--window`, `--reference-16bit` and `--max-image-pixels`: how any image is read,
+/// wherever it comes from.
+pub fn rendering_args(cmd: ClapCommand) -> ClapCommand {
     let presets: Vec<&str> = WINDOW_PRESETS.iter().map(|(n, _)| *n).collect();
     cmd.arg(
         Arg::new("max-image-pixels")
@@ -163,16 +193,6 @@ pub fn image_args(cmd: ClapCommand) -> ClapCommand {
                 "Refuse images with more pixels than N, from their header, before decoding \
                  (default {MAX_IMAGE_PIXELS}, Pillow's MAX_IMAGE_PIXELS; a guard against \
                  decompression bombs)"
-            )),
-    )
-    .arg(
-        Arg::new("max-input-bytes")
-            .long("max-input-bytes")
-            .value_name("N")
-            .env("BIOMEDCLIP_MAX_INPUT_BYTES")
-            .value_parser(clap::value_parser!(u64).range(1..))
-            .help(format!(
-                "Refuse image files larger than N bytes (default {MAX_INPUT_BYTES})"
             )),
     )
     .arg(
@@ -196,11 +216,6 @@ pub fn image_args(cmd: ClapCommand) -> ClapCommand {
                  mapping its full range to 8 bits",
             ),
     )
-    .arg(
-        Arg::new("glob").long("glob").value_name("PATTERN").help(
-            "Only files in directories whose relative path matches PATTERN (e.g. '**/*.dcm')",
-        ),
-    )
 }
 
 /// Reads the image options.
@@ -219,14 +234,17 @@ pub fn image_options(m: &ArgMatches) -> Result<ImageOptions> {
             window,
             high_bit_depth,
         },
-        glob: m.get_one::<String>("glob").cloned(),
+        // `serve` has neither `--glob` nor `--max-input-bytes`.
+        glob: m.try_get_one::<String>("glob").ok().flatten().cloned(),
         limits: Limits {
             max_pixels: m
                 .get_one::<u64>("max-image-pixels")
                 .copied()
                 .unwrap_or(MAX_IMAGE_PIXELS),
             max_bytes: m
-                .get_one::<u64>("max-input-bytes")
+                .try_get_one::<u64>("max-input-bytes")
+                .ok()
+                .flatten()
                 .copied()
                 .unwrap_or(MAX_INPUT_BYTES),
         },

@@ -1,0 +1,103 @@
+//! What wraps the handlers: the API key check, request slots (429 when all are taken), and
+//! around everything the request timeout and the per-route metrics.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::batcher::panic_message;
+use crate::error::ApiError;
+use crate::metrics::{RequestLabels, RouteLabel};
+use crate::state::AppState;
+
+/// Refuses requests without `Authorization: Bearer <key>` when the server has a key.
+pub async fn require_key(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if let Some(key) = &state.config.api_key {
+        let sent = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !same(sent.trim().as_bytes(), key.as_bytes()) {
+            return ApiError::Unauthorized.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Compares without stopping at the first difference, so the time taken does not tell an
+/// attacker how much of a guess was right.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Takes a request slot for the route's whole run: 503 while loading or stopping, 429 when
+/// every slot is taken (nothing of the request is read or queued).
+pub async fn take_slot(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if state.stopping.load(Ordering::SeqCst) {
+        return ApiError::ShuttingDown.into_response();
+    }
+    if state.ready.get().is_none() {
+        return ApiError::Loading.into_response();
+    }
+    let Ok(_slot) = Arc::clone(&state.slots).try_acquire_owned() else {
+        return ApiError::Overloaded.into_response();
+    };
+    next.run(req).await
+}
+
+/// Bounds the request's time and counts it by route and status.
+pub async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let timeout = state.config.request_timeout;
+    let response = match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout(timeout).into_response(),
+    };
+    let metrics = &state.metrics;
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route: route.clone(),
+            status: response.status().as_u16(),
+        })
+        .inc();
+    metrics
+        .request_duration
+        .get_or_create(&RouteLabel { route })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// A panic inside a handler: a 500 for that request, the server keeps serving.
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::Internal(format!(
+        "the request failed inside the server: {}",
+        panic_message(panic.as_ref())
+    ))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same;
+
+    #[test]
+    fn keys_compare_by_every_byte() {
+        assert!(same(b"secret", b"secret"));
+        assert!(!same(b"secret", b"secreT"));
+        assert!(!same(b"secret", b"secret2"));
+        assert!(!same(b"", b"secret"));
+    }
+}
