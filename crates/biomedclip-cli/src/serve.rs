@@ -31,6 +31,14 @@ fn number(name: &'static str, value: &'static str, help: &'static str) -> Arg {
         .help(help)
 }
 
+/// A positive number of seconds, fractions allowed.
+fn seconds(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s.is_finite() => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!("{text:?} is not a positive number of seconds")),
+    }
+}
+
 /// The subcommand's arguments.
 pub fn command() -> Command {
     let defaults = ServerConfig::default();
@@ -82,11 +90,14 @@ pub fn command() -> Command {
                 text(defaults.payload_limit),
                 "Bytes one request body may have; more: 413",
             ))
-            .arg(number(
-                "request-timeout",
-                "60",
-                "Seconds a request may take from arrival to answer; longer: 503",
-            ))
+            .arg(
+                Arg::new("request-timeout")
+                    .long("request-timeout")
+                    .value_name("SECONDS")
+                    .default_value("60")
+                    .value_parser(seconds)
+                    .help("Seconds a request may take from arrival to answer; longer: 503"),
+            )
             .arg(number(
                 "label-cache",
                 text(defaults.label_cache),
@@ -128,7 +139,9 @@ pub fn parse(m: &ArgMatches) -> Result<Serve> {
             .get_one::<String>("api-key")
             .cloned()
             .filter(|k| !k.is_empty()),
-        request_timeout: Duration::from_secs(n("request-timeout") as u64),
+        request_timeout: *m
+            .get_one::<Duration>("request-timeout")
+            .expect("has a default"),
         label_cache: n("label-cache"),
     };
     Ok(Serve {

@@ -316,7 +316,7 @@ fn encode<'a>(
             out.len()
         ))),
         Ok(Err(e)) => Err(EngineError::Failed(e)),
-        Err(panic) => Err(EngineError::Panicked(panic_message(&panic))),
+        Err(panic) => Err(EngineError::Panicked(panic_message(panic.as_ref()))),
     }
 }
 
@@ -377,6 +377,7 @@ mod tests {
 
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .unwrap()
     }

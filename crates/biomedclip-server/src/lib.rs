@@ -187,3 +187,39 @@ where
         .map_err(|_| "the model was started twice".to_string())?;
     Ok(handle)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn health_and_work_routes_answer_503_until_the_model_is_ready() {
+        let app = router(Arc::new(AppState::new(ServerConfig::default())));
+        let health = app
+            .clone()
+            .oneshot(Request::get("/health").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let embed = app
+            .clone()
+            .oneshot(
+                Request::post("/embed")
+                    .header("content-type", "application/json")
+                    .body(Body::from(r#"{"texts": ["a"]}"#))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(embed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(embed.headers()["retry-after"], "1");
+        let page = app
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+    }
+}

@@ -40,16 +40,20 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 /// Takes a request slot for the route's whole run: 503 while loading or stopping, 429 when
 /// every slot is taken (nothing of the request is read or queued).
 pub async fn take_slot(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if state.stopping.load(Ordering::SeqCst) {
-        return ApiError::ShuttingDown.into_response();
-    }
-    if state.ready.get().is_none() {
-        return ApiError::Loading.into_response();
-    }
-    let Ok(_slot) = Arc::clone(&state.slots).try_acquire_owned() else {
-        return ApiError::Overloaded.into_response();
+    let refusal = if state.stopping.load(Ordering::SeqCst) {
+        ApiError::ShuttingDown
+    } else if state.ready.get().is_none() {
+        ApiError::Loading
+    } else {
+        match Arc::clone(&state.slots).try_acquire_owned() {
+            Ok(_slot) => return next.run(req).await,
+            Err(_) => ApiError::Overloaded,
+        }
     };
-    next.run(req).await
+    // Read the body before refusing: an HTTP/1.1 client still sending it would otherwise
+    // meet a closed connection instead of the answer.
+    let _ = axum::body::to_bytes(req.into_body(), state.config.payload_limit).await;
+    refusal.into_response()
 }
 
 /// Bounds the request's time and counts it by route and status.

@@ -175,10 +175,10 @@ pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 /// `GET /docs`: the OpenAPI document as a page (rendered in the browser from
 /// `/openapi.json`; nothing loaded from elsewhere).
 pub async fn docs() -> Html<&'static str> {
-    Html(include_str!("../page/docs.html"))
+    Html(include_str!("../../page/docs.html"))
 }
 
 /// `GET /`: the page for people: drop images, enter labels, read the ranking.
 pub async fn page() -> Html<&'static str> {
-    Html(include_str!("../page/index.html"))
+    Html(include_str!("../../page/index.html"))
 }
