@@ -4,7 +4,8 @@
 //!
 //! Needs `chromium` and `chromium-driver`; without them the test says so and passes, unless
 //! `BIOMEDCLIP_REQUIRE_BROWSER=1` (set by CI) makes it fail. `BIOMEDCLIP_SCREENSHOT=PATH`
-//! saves a screenshot of the page with its results.
+//! saves a screenshot of the page with its results (`docs/serve-page.png` is one, taken with
+//! `BIOMEDCLIP_TEST_MODEL` set to a full-size checkpoint).
 
 mod serving;
 
@@ -163,6 +164,10 @@ fn the_page_ranks_labels_as_the_cli_does() {
             .unwrap();
         assert!(preview.starts_with("data:image/png;base64,"));
         if let Some(path) = std::env::var_os("BIOMEDCLIP_SCREENSHOT") {
+            client
+                .execute("document.getElementById('files').hidden = true;", vec![])
+                .await
+                .unwrap();
             std::fs::write(path, client.screenshot().await.unwrap()).unwrap();
         }
         client.close().await.unwrap();

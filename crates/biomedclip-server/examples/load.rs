@@ -120,7 +120,15 @@ fn main() {
                             200
                         }
                         Err(ureq::Error::Status(code, r)) => {
+                            // A well-behaved client waits as long as the server asks.
+                            let wait = r
+                                .header("Retry-After")
+                                .and_then(|v| v.parse::<f64>().ok())
+                                .filter(|_| code == 429 || code == 503);
                             let _ = r.into_string();
+                            if let Some(seconds) = wait {
+                                std::thread::sleep(Duration::from_secs_f64(seconds.min(10.0)));
+                            }
                             code
                         }
                         Err(_) => 0,

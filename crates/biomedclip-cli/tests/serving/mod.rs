@@ -15,9 +15,11 @@ pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../biomedclip/tests/fixtures")
 }
 
-/// The tiny checkpoint.
+/// The tiny checkpoint, or the model in `BIOMEDCLIP_TEST_MODEL` (for the README's
+/// screenshot, taken with a full-size checkpoint).
 pub fn tiny_model() -> String {
-    fixtures().join("tiny-model").to_str().unwrap().to_string()
+    std::env::var("BIOMEDCLIP_TEST_MODEL")
+        .unwrap_or_else(|_| fixtures().join("tiny-model").to_str().unwrap().to_string())
 }
 
 /// A fixture image's path.
