@@ -438,8 +438,10 @@ fn a_full_server_answers_429_and_a_slow_request_503() {
         assert_eq!(body["error"]["type"], "rate_limit_error");
     }
 
-    let slow = Server::start(&["--request-timeout", "0.000001"]);
-    let (status, _, body) = slow.post_full("/embed", &json!({"images": images}), None);
+    // 48 photographs to decode take longer than 20 ms on any machine.
+    let slow = Server::start(&["--request-timeout", "0.02"]);
+    let many = vec![images[0].clone(); 48];
+    let (status, _, body) = slow.post_full("/embed", &json!({ "images": many }), None);
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["type"], "timeout");
     assert_eq!(slow.get("/health").0, 200);
@@ -449,7 +451,10 @@ fn a_full_server_answers_429_and_a_slow_request_503() {
 fn shutdown_finishes_every_accepted_request_and_exits_0() {
     let mut server = Server::start(&[]);
     let url = server.url.clone();
-    let images: Vec<String> = (0..8).map(|_| base64_of(&image("rgb_photo.jpg"))).collect();
+    // Enough work that requests are still in flight when the signal comes.
+    let images: Vec<String> = (0..16)
+        .map(|_| base64_of(&image("rgb_photo.jpg")))
+        .collect();
     let threads: Vec<_> = (0..6)
         .map(|_| {
             let url = url.clone();
@@ -470,7 +475,7 @@ fn shutdown_finishes_every_accepted_request_and_exits_0() {
             Ok(r) => {
                 assert_eq!(r.status(), 200);
                 let body: Value = r.into_json().unwrap();
-                assert_eq!(body["images"].as_array().unwrap().len(), 8);
+                assert_eq!(body["images"].as_array().unwrap().len(), 16);
                 completed += 1;
             }
             // Not accepted before the listener closed: refused, never cut off.

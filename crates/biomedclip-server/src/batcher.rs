@@ -170,6 +170,11 @@ impl Batcher {
         answer.await.unwrap_or(Err(EngineError::Stopped))
     }
 
+    /// Requests waiting for the engine.
+    pub fn queued(&self) -> usize {
+        self.shared.queue.lock().expect("queue lock").jobs.len()
+    }
+
     /// Stops taking work; the engine thread finishes what is queued, then returns.
     pub fn close(&self) {
         self.shared.queue.lock().expect("queue lock").closed = true;
@@ -338,6 +343,7 @@ mod tests {
     /// 13, fails on 7; counts calls and records their sizes.
     #[derive(Default)]
     struct Fake {
+        entered: AtomicUsize,
         calls: AtomicUsize,
         sizes: Mutex<Vec<usize>>,
         gate: Mutex<()>,
@@ -345,6 +351,7 @@ mod tests {
 
     impl Encoder for Fake {
         fn encode_pixels(&self, images: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, String> {
+            self.entered.fetch_add(1, Ordering::SeqCst);
             let _held = self.gate.lock().unwrap_or_else(|e| e.into_inner());
             self.calls.fetch_add(1, Ordering::SeqCst);
             self.sizes.lock().unwrap().push(images.len());
@@ -375,6 +382,17 @@ mod tests {
         Batcher::start(fake.clone(), limits, Arc::new(Metrics::default()))
     }
 
+    /// Waits (yielding to the runtime) until `done` holds, for at most 10 s.
+    async fn until(mut done: impl FnMut() -> bool) {
+        for _ in 0..10_000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        panic!("timed out waiting");
+    }
+
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -394,7 +412,7 @@ mod tests {
                 let b = batcher.clone();
                 async move { b.submit(images(&[1.0])).await }
             });
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            until(|| fake.entered.load(Ordering::SeqCst) >= 1).await;
             let rest: Vec<_> = (2..6)
                 .map(|v| {
                     let b = batcher.clone();
@@ -403,7 +421,7 @@ mod tests {
                     )
                 })
                 .collect();
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            until(|| batcher.queued() == 4).await;
             drop(held);
             let mut out = vec![first.await.unwrap().unwrap()];
             for r in rest {
@@ -433,14 +451,14 @@ mod tests {
                 let b = batcher.clone();
                 async move { b.submit(images(&[1.0])).await }
             });
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            until(|| fake.entered.load(Ordering::SeqCst) >= 1).await;
             let rest: Vec<_> = (0..5)
                 .map(|_| {
                     let b = batcher.clone();
                     tokio::spawn(async move { b.submit(images(&[2.0])).await })
                 })
                 .collect();
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            until(|| batcher.queued() == 5).await;
             drop(held);
             first.await.unwrap().unwrap();
             for r in rest {
@@ -464,11 +482,11 @@ mod tests {
                 tokio::spawn(async move { b.submit(w).await })
             };
             let first = submit(images(&[1.0]));
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            until(|| fake.entered.load(Ordering::SeqCst) >= 1).await;
             let bad = submit(images(&[13.0]));
             let failing = submit(images(&[7.0]));
             let good = submit(images(&[2.0]));
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            until(|| batcher.queued() == 3).await;
             drop(held);
             (
                 first.await.unwrap(),
@@ -503,15 +521,15 @@ mod tests {
                 let b = batcher.clone();
                 async move { b.submit(images(&[1.0])).await }
             });
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            until(|| fake.entered.load(Ordering::SeqCst) >= 1).await;
             // A client that gives up: its future is dropped while queued.
             let gone = tokio::spawn({
                 let b = batcher.clone();
                 async move { b.submit(images(&[5.0, 5.0])).await }
             });
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            until(|| batcher.queued() == 1).await;
             gone.abort();
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            assert!(gone.await.unwrap_err().is_cancelled());
             drop(held);
             first.await.unwrap().unwrap();
         });

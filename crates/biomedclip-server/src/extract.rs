@@ -33,6 +33,9 @@ pub struct Payload<T> {
 /// Form fields that are lists (repeated, or one value per line for `labels`).
 const LIST_FIELDS: &[&str] = &["images", "texts", "labels", "templates", "input"];
 
+/// Form fields that are numbers or booleans; every other field stays text.
+const SCALAR_FIELDS: &[&str] = &["top_k", "preview", "normalize", "dimensions"];
+
 impl<S, T> FromRequest<S> for Payload<T>
 where
     S: Send + Sync,
@@ -90,8 +93,8 @@ fn multipart_error(e: MultipartError) -> ApiError {
 }
 
 /// File parts become uploads; text parts become the JSON fields `T` is read from (list
-/// fields collect every part of their name, `labels` also splits lines; other fields take
-/// a number or boolean when the text is one).
+/// fields collect every part of their name, `labels` also splits lines; `top_k`,
+/// `preview`, `normalize` and `dimensions` take a number or boolean, other fields text).
 async fn from_form<T: DeserializeOwned>(mut form: Multipart) -> Result<Payload<T>, ApiError> {
     let mut fields = Map::new();
     let mut uploads = Vec::new();
@@ -124,8 +127,12 @@ async fn from_form<T: DeserializeOwned>(mut form: Multipart) -> Result<Payload<T
                 list.push(Value::String(text));
             }
         } else {
-            let value = match serde_json::from_str::<Value>(&text) {
-                Ok(v @ (Value::Number(_) | Value::Bool(_))) => v,
+            let value = match serde_json::from_str::<Value>(text.trim()) {
+                Ok(v @ (Value::Number(_) | Value::Bool(_)))
+                    if SCALAR_FIELDS.contains(&name.as_str()) =>
+                {
+                    v
+                }
                 _ => Value::String(text),
             };
             fields.insert(name, value);

@@ -96,8 +96,8 @@ pub fn collect(
     Ok(images)
 }
 
-/// Decodes and preprocesses every image on the blocking pool; the first that fails
-/// fails the request (422 naming it and why).
+/// Decodes and preprocesses every image on the blocking pool; the first in input order
+/// that fails fails the request (422 naming it and why).
 pub async fn prepare(
     model: std::sync::Arc<BiomedClip>,
     images: Vec<EncodedImage>,
@@ -105,17 +105,33 @@ pub async fn prepare(
     preview: bool,
     param: &'static str,
 ) -> Result<Vec<Prepared>, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        images
+    // Dropped with this future (a timeout, a client gone): the images not yet started are
+    // then skipped instead of decoded for nobody.
+    let wanted = std::sync::Arc::new(());
+    let still_wanted = std::sync::Arc::downgrade(&wanted);
+    let work = tokio::task::spawn_blocking(move || {
+        let results: Vec<Option<biomedclip::Result<Prepared>>> = images
             .par_iter()
-            .enumerate()
-            .map(|(i, image)| {
-                prepare_one(&model, image, &limits, preview).map_err(|e| from_library(param, i, &e))
+            .map(|image| {
+                (still_wanted.strong_count() > 0)
+                    .then(|| prepare_one(&model, image, &limits, preview))
             })
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("image preprocessing failed: {e}")))?
+            .collect();
+        results
+    });
+    let results = work
+        .await
+        .map_err(|e| ApiError::Internal(format!("image preprocessing failed: {e}")))?;
+    drop(wanted);
+    // Whichever thread met a failure first, the answer names the first in input order.
+    results
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| match r {
+            Some(r) => r.map_err(|e| from_library(param, i, &e)),
+            None => Err(ApiError::Internal("the request was dropped".into())),
+        })
+        .collect()
 }
 
 fn prepare_one(

@@ -107,10 +107,29 @@ where
         let runtime = tokio::runtime::Handle::current();
         std::thread::Builder::new()
             .name("biomedclip-load".into())
-            .spawn(move || match start_model(&state, load, limits, &runtime) {
-                Ok(handle) => *engine.lock().expect("engine lock") = Some(handle),
-                Err(e) => {
-                    let _ = failed_tx.send(e);
+            .spawn(move || {
+                // A panic while loading must stop the server, not leave it loading forever.
+                let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    start_model(load, limits, &state.metrics, &runtime)
+                }))
+                .unwrap_or_else(|panic| {
+                    Err(format!(
+                        "the model loader panicked: {}",
+                        batcher::panic_message(panic.as_ref())
+                    ))
+                });
+                match started {
+                    Ok((ready, handle)) => {
+                        // The handle first, so that a shutdown that sees the model ready
+                        // also finds the engine thread to join.
+                        *engine.lock().expect("engine lock") = Some(handle);
+                        if state.ready.set(ready).is_err() {
+                            let _ = failed_tx.send("the model was started twice".into());
+                        }
+                    }
+                    Err(e) => {
+                        let _ = failed_tx.send(e);
+                    }
                 }
             })?;
     }
@@ -142,14 +161,13 @@ where
     }
 }
 
-/// Loads the model, starts its engine thread, runs one text and one image through it, and
-/// marks the server ready.
+/// Loads the model, starts its engine thread and runs one text and one image through it.
 fn start_model<L>(
-    state: &AppState,
     load: L,
     limits: BatchLimits,
+    metrics: &Arc<metrics::Metrics>,
     runtime: &tokio::runtime::Handle,
-) -> Result<std::thread::JoinHandle<()>, String>
+) -> Result<(Ready, std::thread::JoinHandle<()>), String>
 where
     L: FnOnce() -> Result<BiomedClip, String>,
 {
@@ -157,7 +175,7 @@ where
     let (batcher, handle) = Batcher::start(
         Arc::clone(&model) as Arc<dyn Encoder>,
         limits,
-        Arc::clone(&state.metrics),
+        Arc::clone(metrics),
     );
     let probe = || -> Result<(), String> {
         let ids = model
@@ -181,11 +199,7 @@ where
         let _ = handle.join();
         return Err(e);
     }
-    state
-        .ready
-        .set(Ready { model, batcher })
-        .map_err(|_| "the model was started twice".to_string())?;
-    Ok(handle)
+    Ok((Ready { model, batcher }, handle))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
 
 use crate::batcher::panic_message;
 use crate::error::ApiError;
@@ -25,6 +26,7 @@ pub async fn require_key(State(state): State<Arc<AppState>>, req: Request, next:
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default();
         if !same(sent.trim().as_bytes(), key.as_bytes()) {
+            drain(req, state.config.payload_limit).await;
             return ApiError::Unauthorized.into_response();
         }
     }
@@ -50,10 +52,22 @@ pub async fn take_slot(State(state): State<Arc<AppState>>, req: Request, next: N
             Err(_) => ApiError::Overloaded,
         }
     };
-    // Read the body before refusing: an HTTP/1.1 client still sending it would otherwise
-    // meet a closed connection instead of the answer.
-    let _ = axum::body::to_bytes(req.into_body(), state.config.payload_limit).await;
+    drain(req, state.config.payload_limit).await;
     refusal.into_response()
+}
+
+/// Reads and discards a refused request's body (up to `limit` bytes, nothing kept): an
+/// HTTP/1.1 client still sending it would otherwise meet a reset connection instead of the
+/// answer.
+async fn drain(req: Request, limit: usize) {
+    let mut body = req.into_body();
+    let mut read = 0usize;
+    while read <= limit {
+        match body.frame().await {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
+            _ => break,
+        }
+    }
 }
 
 /// Bounds the request's time and counts it by route and status.

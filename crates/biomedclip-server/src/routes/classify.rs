@@ -12,7 +12,7 @@ use biomedclip::DEFAULT_TEMPLATE;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{check_count, embed_pixels, embed_token_ids, prepare_images, tokenize};
+use super::{check_count, embed_pixels, embed_token_ids, prepare_images};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::Payload;
 use crate::images;
@@ -96,6 +96,7 @@ async fn prompt_embeddings(
     state: &AppState,
     ready: &Ready,
     prompts: &[String],
+    templates: usize,
 ) -> Result<Vec<Arc<Vec<f32>>>, ApiError> {
     let mut found: Vec<Option<Arc<Vec<f32>>>> = {
         let mut cache = state.label_cache.lock().expect("label cache lock");
@@ -109,7 +110,17 @@ async fn prompt_embeddings(
     metrics.label_cache_misses.inc_by(missing.len() as u64);
     if !missing.is_empty() {
         let texts: Vec<String> = missing.iter().map(|&i| prompts[i].clone()).collect();
-        let ids = tokenize(ready, &texts, "labels")?;
+        // Errors name the label (prompts are label-major, `templates` per label).
+        let ids = texts
+            .iter()
+            .zip(&missing)
+            .map(|(t, &i)| {
+                ready.model.tokenizer().encode(t).map_err(|e| {
+                    let label = i / templates;
+                    ApiError::invalid("labels", Some(label), format!("labels[{label}]: {e}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let embeddings = embed_token_ids(ready, ids).await?;
         let mut cache = state.label_cache.lock().expect("label cache lock");
         for (&i, e) in missing.iter().zip(embeddings) {
@@ -133,6 +144,7 @@ async fn prompt_embeddings(
         (status = 413, description = "Body or input count over the limit", body = ErrorBody),
         (status = 422, description = "An input cannot be used (names its index)", body = ErrorBody),
         (status = 429, description = "Every request slot is taken", body = ErrorBody),
+        (status = 500, description = "The engine failed on this request", body = ErrorBody),
         (status = 503, description = "Loading, shutting down or timed out", body = ErrorBody),
     ),
     security((), ("api_key" = [])),
@@ -183,7 +195,7 @@ pub async fn classify(
         .flat_map(|l| templates.iter().map(move |t| format!("{t}{l}")))
         .collect();
     let (texts, images) = tokio::join!(
-        prompt_embeddings(&state, ready, &prompts),
+        prompt_embeddings(&state, ready, &prompts, templates.len()),
         embed_pixels(ready, pixels)
     );
     let texts = texts?;

@@ -59,6 +59,7 @@ pub struct EmbedResponse {
         (status = 413, description = "Body or input count over the limit", body = ErrorBody),
         (status = 422, description = "An input cannot be used (names its index)", body = ErrorBody),
         (status = 429, description = "Every request slot is taken", body = ErrorBody),
+        (status = 500, description = "The engine failed on this request", body = ErrorBody),
         (status = 503, description = "Loading, shutting down or timed out", body = ErrorBody),
     ),
     security((), ("api_key" = [])),

@@ -120,7 +120,8 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Result<Json<Info>, ApiE
 
 /// Prometheus metrics (text exposition format).
 #[utoipa::path(get, path = "/metrics", responses(
-    (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+    (status = 200, description = "Prometheus metrics, OpenMetrics text format", body = String,
+     content_type = "application/openmetrics-text"),
 ))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (

@@ -33,7 +33,7 @@ pub enum Modality {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct OpenAiRequest {
     /// A string or a list of strings (texts, or images with `modality: "image"`).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Vec<String>)]
     pub input: Value,
     /// Any name; answered with the server's model name.
     #[serde(default)]
@@ -126,6 +126,7 @@ fn inputs(input: &Value) -> Result<Vec<String>, ApiError> {
         (status = 413, description = "Body or input count over the limit", body = ErrorBody),
         (status = 422, description = "An input cannot be used (names its index)", body = ErrorBody),
         (status = 429, description = "Every request slot is taken", body = ErrorBody),
+        (status = 500, description = "The engine failed on this request", body = ErrorBody),
         (status = 503, description = "Loading, shutting down or timed out", body = ErrorBody),
     ),
     security((), ("api_key" = [])),
@@ -135,6 +136,14 @@ pub async fn embeddings(
     payload: Payload<OpenAiRequest>,
 ) -> Result<Json<OpenAiResponse>, ApiError> {
     let ready = state.ready()?;
+    if !payload.uploads.is_empty() {
+        return Err(ApiError::invalid(
+            "input",
+            None,
+            "file uploads are not part of this API: send images as data URIs in `input` with \
+             `modality: \"image\"`, or upload them to /embed",
+        ));
+    }
     let body = payload.body;
     let dim = ready.model.embed_dim();
     if let Some(d) = body.dimensions.filter(|&d| d != dim) {
