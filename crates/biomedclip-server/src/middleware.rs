@@ -70,31 +70,56 @@ async fn drain(req: Request, limit: usize) {
     }
 }
 
+/// nginx's status for a request whose client closed the connection before the answer.
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// Counts a request when it ends: with its answer's status, or, dropped before it had one
+/// (the client went away), as [`CLIENT_CLOSED`].
+struct Count {
+    state: Arc<AppState>,
+    route: String,
+    started: Instant,
+    status: u16,
+}
+
+impl Drop for Count {
+    fn drop(&mut self) {
+        let metrics = &self.state.metrics;
+        metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                route: self.route.clone(),
+                status: self.status,
+            })
+            .inc();
+        metrics
+            .request_duration
+            .get_or_create(&RouteLabel {
+                route: std::mem::take(&mut self.route),
+            })
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
 /// Bounds the request's time and counts it by route and status.
 pub async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_string();
     let timeout = state.config.request_timeout;
+    let mut count = Count {
+        state: Arc::clone(&state),
+        route,
+        started: Instant::now(),
+        status: CLIENT_CLOSED,
+    };
     let response = match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(response) => response,
         Err(_) => ApiError::Timeout(timeout).into_response(),
     };
-    let metrics = &state.metrics;
-    metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            route: route.clone(),
-            status: response.status().as_u16(),
-        })
-        .inc();
-    metrics
-        .request_duration
-        .get_or_create(&RouteLabel { route })
-        .observe(started.elapsed().as_secs_f64());
+    count.status = response.status().as_u16();
     response
 }
 
