@@ -143,13 +143,7 @@ fn prepare_one(
     let pre = model.preprocessor();
     let name = Path::new(&image.name);
     let decoded = decode_frame(&image.data, name, None, pre.rendering().window, limits)?;
-    if decoded.width == 0 || decoded.height == 0 {
-        return Err(biomedclip::Error::Image {
-            path: name.into(),
-            reason: "image has zero width or height".into(),
-        });
-    }
-    let rgb = pre.to_rgb8(&decoded)?;
+    let rgb = pre.model_view(&decoded, name)?;
     let preview = preview.then(|| png_data_uri(rgb.width, rgb.height, &rgb.data));
     Ok(Prepared {
         pixels: pre.normalize(&rgb),

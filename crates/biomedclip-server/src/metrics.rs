@@ -66,11 +66,13 @@ pub struct Metrics {
     pub label_cache_misses: Counter,
     /// Peak resident memory of the process (VmHWM), read when scraped.
     pub peak_rss: Gauge<u64, AtomicU64>,
+    /// Every metric above, registered once (the registry holds handles to the same values).
+    registry: Registry,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics {
+        let mut metrics = Metrics {
             requests: Family::default(),
             request_duration: Family::new_with_constructor(seconds),
             queue_size: Gauge::default(),
@@ -84,7 +86,68 @@ impl Default for Metrics {
             label_cache_hits: Counter::default(),
             label_cache_misses: Counter::default(),
             peak_rss: Gauge::default(),
-        }
+            registry: Registry::default(),
+        };
+        let mut registry = Registry::with_prefix("biomedclip");
+        registry.register(
+            "requests",
+            "HTTP requests answered, by route and status",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from a request's arrival to its answer",
+            metrics.request_duration.clone(),
+        );
+        registry.register(
+            "queue_size",
+            "Requests waiting for the engine",
+            metrics.queue_size.clone(),
+        );
+        registry.register(
+            "batch_size",
+            "Inputs per engine call",
+            metrics.batch_size.clone(),
+        );
+        registry.register(
+            "batch_requests",
+            "Requests coalesced into one engine call",
+            metrics.batch_requests.clone(),
+        );
+        registry.register(
+            "queue_duration_seconds",
+            "Time a request waited for the engine",
+            metrics.queue_duration.clone(),
+        );
+        registry.register(
+            "inference_duration_seconds",
+            "Time of one engine call",
+            metrics.inference_duration.clone(),
+        );
+        registry.register("images", "Images embedded", metrics.images.clone());
+        registry.register("texts", "Texts embedded", metrics.texts.clone());
+        registry.register(
+            "withdrawn",
+            "Queued requests dropped because their client went away",
+            metrics.withdrawn.clone(),
+        );
+        registry.register(
+            "label_cache_hits",
+            "Label prompts whose embedding came from the cache",
+            metrics.label_cache_hits.clone(),
+        );
+        registry.register(
+            "label_cache_misses",
+            "Label prompts that needed text inference",
+            metrics.label_cache_misses.clone(),
+        );
+        registry.register(
+            "peak_rss_bytes",
+            "Peak resident memory of the server process",
+            metrics.peak_rss.clone(),
+        );
+        metrics.registry = registry;
+        metrics
     }
 }
 
@@ -94,66 +157,8 @@ impl Metrics {
         if let Some(peak) = peak_rss_bytes() {
             self.peak_rss.set(peak);
         }
-        let mut registry = Registry::with_prefix("biomedclip");
-        registry.register(
-            "requests",
-            "HTTP requests answered, by route and status",
-            self.requests.clone(),
-        );
-        registry.register(
-            "request_duration_seconds",
-            "Time from a request's arrival to its answer",
-            self.request_duration.clone(),
-        );
-        registry.register(
-            "queue_size",
-            "Requests waiting for the engine",
-            self.queue_size.clone(),
-        );
-        registry.register(
-            "batch_size",
-            "Inputs per engine call",
-            self.batch_size.clone(),
-        );
-        registry.register(
-            "batch_requests",
-            "Requests coalesced into one engine call",
-            self.batch_requests.clone(),
-        );
-        registry.register(
-            "queue_duration_seconds",
-            "Time a request waited for the engine",
-            self.queue_duration.clone(),
-        );
-        registry.register(
-            "inference_duration_seconds",
-            "Time of one engine call",
-            self.inference_duration.clone(),
-        );
-        registry.register("images", "Images embedded", self.images.clone());
-        registry.register("texts", "Texts embedded", self.texts.clone());
-        registry.register(
-            "withdrawn",
-            "Queued requests dropped because their client went away",
-            self.withdrawn.clone(),
-        );
-        registry.register(
-            "label_cache_hits",
-            "Label prompts whose embedding came from the cache",
-            self.label_cache_hits.clone(),
-        );
-        registry.register(
-            "label_cache_misses",
-            "Label prompts that needed text inference",
-            self.label_cache_misses.clone(),
-        );
-        registry.register(
-            "peak_rss_bytes",
-            "Peak resident memory of the server process",
-            self.peak_rss.clone(),
-        );
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &registry)
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
     }

@@ -217,14 +217,19 @@ impl Preprocessor {
     /// Decodes and preprocesses a decoded image into `3 * size * size` CHW floats; `name`
     /// is used for messages only.
     pub fn process_decoded(&self, decoded: &Decoded, name: &Path) -> Result<Vec<f32>> {
+        Ok(self.normalize(&self.model_view(decoded, name)?))
+    }
+
+    /// The `size` x `size` 8-bit RGB image the model sees (rendered, resized, cropped),
+    /// before [`Self::normalize`]; an empty image is refused, naming `name`.
+    pub fn model_view(&self, decoded: &Decoded, name: &Path) -> Result<Image8> {
         if decoded.width == 0 || decoded.height == 0 {
             return Err(Error::Image {
                 path: name.into(),
                 reason: "image has zero width or height".into(),
             });
         }
-        let rgb = self.to_rgb8(decoded)?;
-        Ok(self.normalize(&rgb))
+        self.to_rgb8(decoded)
     }
 
     /// Decodes and preprocesses an image file's bytes into `3 * size * size` CHW floats,
