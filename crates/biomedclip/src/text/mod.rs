@@ -3,6 +3,7 @@
 //! [`tokenize`].
 
 pub mod clean;
+pub mod ftfy;
 pub mod tokenize;
 
 pub use tokenize::TextTokenizer;
