@@ -161,6 +161,20 @@ def make_images(out):
     files["rgb.tif"] = "RGB TIFF 180x240"
     coffee.resize((280, 240)).save(out / "rgb.webp", lossless=True)
     files["rgb.webp"] = "RGB WebP lossless 280x240"
+    # CMYK with a real black channel, so resizing before or after the conversion differs.
+    cmy = 255 - np.asarray(chelsea.resize((260, 200)))
+    black = np.tile(np.linspace(0, 200, 260).astype(np.uint8), (200, 1))
+    cmyk = np.ascontiguousarray(np.dstack([cmy, black]))
+    Image.frombytes("CMYK", (260, 200), cmyk.tobytes()).save(out / "cmyk.jpg", quality=90)
+    files["cmyk.jpg"] = "CMYK JPEG 260x200 (Adobe, stored inverted)"
+    coffee.resize((250, 210)).quantize(64).save(out / "palette.bmp")
+    files["palette.bmp"] = "P BMP 250x210 (8-bit palette)"
+    camera.resize((230, 210)).save(out / "gray.bmp")
+    files["gray.bmp"] = "8-bit BMP 230x210 with a grey palette (Pillow reads it as L)"
+    camera.resize((210, 230)).convert("1").save(out / "bilevel.bmp")
+    files["bilevel.bmp"] = "1-bit BMP 210x230 (Pillow reads it as 1)"
+    chelsea.resize((230, 190)).quantize(48).save(out / "palette.tif")
+    files["palette.tif"] = "P TIFF 230x190"
     (out / "not_an_image.png").write_bytes(b"this is not a PNG file\n")
     return files
 

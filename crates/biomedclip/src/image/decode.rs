@@ -17,6 +17,7 @@ use image::{DynamicImage, ImageFormat};
 use super::dicom::decode_dicom;
 use super::jpeg::decode_jpeg;
 use super::limits::Limits;
+use super::palette;
 pub use super::pixels::{Decoded, Pixels};
 use super::render::Window;
 use crate::error::{Error, Result};
@@ -69,22 +70,36 @@ pub fn decode_frame(
     match format {
         ImageFormat::Png => decode_png(bytes, limits).map_err(fail),
         ImageFormat::Jpeg => decode_jpeg(bytes, limits).map_err(fail),
-        ImageFormat::Gif | ImageFormat::Bmp | ImageFormat::Tiff | ImageFormat::WebP => {
-            let reader = || image::ImageReader::with_format(Cursor::new(bytes), format);
-            let (width, height) = reader()
-                .into_dimensions()
-                .map_err(|e| fail(e.to_string()))?;
-            limits
-                .check_pixels(width.into(), height.into())
-                .map_err(fail)?;
-            let img = reader().decode().map_err(|e| fail(e.to_string()))?;
-            // GIF frames are palette images in Pillow.
-            Ok(from_dynamic(img, format == ImageFormat::Gif))
+        ImageFormat::Tiff => match palette::decode_palette_tiff(bytes, limits) {
+            Some(decoded) => decoded.map_err(fail),
+            None => decode_other(bytes, format, limits).map_err(fail),
+        },
+        ImageFormat::Gif | ImageFormat::Bmp | ImageFormat::WebP => {
+            decode_other(bytes, format, limits).map_err(fail)
         }
         other => Err(fail(format!(
             "{other:?} is not supported (supported: JPEG, PNG, GIF, BMP, TIFF, WebP)"
         ))),
     }
+}
+
+/// GIF, BMP, TIFF and WebP through the `image` crate.
+fn decode_other(
+    bytes: &[u8],
+    format: ImageFormat,
+    limits: &Limits,
+) -> std::result::Result<Decoded, String> {
+    let reader = || image::ImageReader::with_format(Cursor::new(bytes), format);
+    let (width, height) = reader().into_dimensions().map_err(|e| e.to_string())?;
+    limits.check_pixels(width.into(), height.into())?;
+    let img = reader().decode().map_err(|e| e.to_string())?;
+    // GIF frames are palette images in Pillow, and so are most BMPs of 8 bits or fewer.
+    let nearest = match format {
+        ImageFormat::Gif => true,
+        ImageFormat::Bmp => palette::bmp_is_nearest(bytes),
+        _ => false,
+    };
+    Ok(from_dynamic(img, nearest))
 }
 
 fn from_dynamic(img: DynamicImage, palette: bool) -> Decoded {

@@ -91,17 +91,10 @@ pub(crate) fn decode_jpeg(bytes: &[u8], limits: &Limits) -> Result<Decoded, Stri
                 Pixels::Gray(data)
             }
             ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK => {
-                // Pillow keeps CMYK (Adobe files store it inverted) and converts to RGB after
-                // resizing; here the conversion comes first (a close approximation).
+                // Pillow reads CMYK JPEGs as Adobe writes them, inverted ("CMYK;I"), keeps
+                // them in CMYK through the resize and converts to RGB at the end.
                 let data = read_all(d.to_colorspace(ColorSpace::JCS_CMYK).map_err(io)?)?;
-                let rgb = data
-                    .chunks_exact(4)
-                    .flat_map(|p| {
-                        let k = p[3] as u32;
-                        [0, 1, 2].map(|i| ((p[i] as u32 * k + 127) / 255) as u8)
-                    })
-                    .collect();
-                Pixels::Rgb(rgb)
+                Pixels::Cmyk(data.into_iter().map(|v| 255 - v).collect())
             }
             _ => {
                 let data = read_all(d.rgb().map_err(io)?)?;

@@ -11,6 +11,7 @@ mod dicom_lengths;
 pub mod input;
 mod jpeg;
 pub mod limits;
+mod palette;
 pub mod pixels;
 pub mod preprocess;
 pub mod render;

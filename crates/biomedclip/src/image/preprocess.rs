@@ -5,7 +5,8 @@
 //! torchvision's `Resize` on a PIL image computes the long side as
 //! `int(size * long / short)` (`transforms/functional.py` `_compute_resized_output_size`) and
 //! calls Pillow's `Image.resize`, which premultiplies alpha for `RGBA`/`LA` and uses NEAREST
-//! for palette images (`PIL/Image.py` `Image.resize`). `CenterCrop` offsets are
+//! for palette and bilevel images (`PIL/Image.py` `Image.resize`); CMYK is resized in CMYK
+//! and converted to RGB after the crop. `CenterCrop` offsets are
 //! `int(round((H - size) / 2))`, Python rounding halves to even.
 
 use std::path::Path;
@@ -13,7 +14,7 @@ use std::path::Path;
 use super::decode::decode_frame;
 use super::input::{split_frame, ImageInput};
 use super::limits::Limits;
-use super::pixels::{Decoded, Pixels};
+use super::pixels::{cmyk_to_rgb, Decoded, Pixels};
 use super::render::{to_gray8, HighBitDepth, Rendering, WindowFunction};
 use super::resample::{resize_crop8, Crop, Filter, Image16, Image8};
 use crate::checkpoint::config::PreprocessCfg;
@@ -183,10 +184,11 @@ impl Preprocessor {
             Pixels::GrayAlpha(d) => (2, d),
             Pixels::Rgb(d) => (3, d),
             Pixels::Rgba(d) => (4, d),
+            Pixels::Cmyk(d) => (4, d),
             Pixels::Gray16(_) => unreachable!("16-bit images are resized above"),
         };
         let shape = (img.width, img.height, channels);
-        let has_alpha = channels % 2 == 0;
+        let has_alpha = matches!(img.pixels, Pixels::GrayAlpha(_) | Pixels::Rgba(_));
         let cropped = if has_alpha && filter != Filter::Nearest && (w, h) != (img.width, img.height)
         {
             // Pillow resizes `RGBA`/`LA` premultiplied (per pixel, so before or after the
@@ -199,6 +201,15 @@ impl Preprocessor {
         } else {
             resize_crop8(shape, data, (w, h), filter, crop)
         };
+        if let Pixels::Cmyk(_) = img.pixels {
+            // Pillow resizes CMYK as it is and converts to RGB after the crop.
+            return Ok(Image8 {
+                width: cropped.width,
+                height: cropped.height,
+                channels: 3,
+                data: cmyk_to_rgb(&cropped.data),
+            });
+        }
         Ok(to_rgb(&cropped))
     }
 
