@@ -4,7 +4,7 @@
 //! Written by hand because no Rust crate reproduces ftfy; the data it rests on (its regular
 //! expressions, character classes, codecs, entity and width tables, and CPython's Unicode
 //! definitions) is generated from the pinned Python packages by
-//! `tools/reference/make_ftfy_tables.py` into [`tables`]. The steps and their order follow
+//! `tools/reference/make_ftfy_tables.py` into `tables.rs`. The steps and their order follow
 //! `ftfy/__init__.py` (`fix_text`, `fix_and_explain`, `fix_encoding_and_explain`),
 //! `ftfy/fixes.py` and `ftfy/bad_codecs/`; a differential corpus generated with the reference
 //! (`tests/ftfy.rs`) holds the two to the same output on every string.
