@@ -23,6 +23,44 @@ struct Block {
     fc2: Linear,
 }
 
+impl Block {
+    /// The four linear layers, by name.
+    fn linears(&mut self) -> [(&'static str, &mut Linear); 4] {
+        [
+            ("qkv", &mut self.qkv),
+            ("proj", &mut self.proj),
+            ("fc1", &mut self.fc1),
+            ("fc2", &mut self.fc2),
+        ]
+    }
+}
+
+/// The precision of block `block`'s layer `kind` when the tower runs at `precision`.
+///
+/// For the error analysis of `examples/int8_layers.rs` only, two variables override it:
+/// `BIOMEDCLIP_INT8_ONLY` (comma-separated `BLOCK.KIND` items, `*` for any part) leaves every
+/// other layer in `f32`, and `BIOMEDCLIP_REDUCED_AS_BF16` runs the listed layers in bf16.
+fn layer_precision(precision: Precision, block: usize, kind: &str) -> Precision {
+    if precision == Precision::F32 {
+        return precision;
+    }
+    let listed = |var: &str| {
+        std::env::var(var).ok().map(|list| {
+            list.split(',').any(|item| {
+                let (b, k) = item.trim().split_once('.').unwrap_or((item, "*"));
+                (b == "*" || b.parse() == Ok(block)) && (k == "*" || k == kind)
+            })
+        })
+    };
+    if listed("BIOMEDCLIP_INT8_ONLY") == Some(false) {
+        return Precision::F32;
+    }
+    if listed("BIOMEDCLIP_REDUCED_AS_BF16") == Some(true) {
+        return Precision::Bf16;
+    }
+    precision
+}
+
 /// ViT trunk and projection head.
 pub struct Vit {
     patch: Linear,
@@ -65,9 +103,9 @@ impl Vit {
             })
             .collect::<Result<Vec<_>>>()?;
         let mut blocks = blocks;
-        for b in &mut blocks {
-            for l in [&mut b.qkv, &mut b.proj, &mut b.fc1, &mut b.fc2] {
-                match precision {
+        for (i, b) in blocks.iter_mut().enumerate() {
+            for (kind, l) in b.linears() {
+                match layer_precision(precision, i, kind) {
                     Precision::F32 => l.pack(),
                     reduced => l.reduce(reduced),
                 }
@@ -91,9 +129,9 @@ impl Vit {
     /// [`crate::engine::cpu::quant::bf16`]); the patch embedding and the projection head stay `f32` (about 1% of
     /// the work).
     pub fn reduce(&mut self, precision: Precision) {
-        for b in &mut self.blocks {
-            for l in [&mut b.qkv, &mut b.proj, &mut b.fc1, &mut b.fc2] {
-                l.reduce(precision);
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            for (kind, l) in b.linears() {
+                l.reduce(layer_precision(precision, i, kind));
             }
         }
     }
