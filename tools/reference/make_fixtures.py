@@ -175,6 +175,31 @@ def make_images(out):
     files["bilevel.bmp"] = "1-bit BMP 210x230 (Pillow reads it as 1)"
     chelsea.resize((230, 190)).quantize(48).save(out / "palette.tif")
     files["palette.tif"] = "P TIFF 230x190"
+    # Worst cases for reduced precision: flat, blocky, line art, text, noise.
+    tiny = Image.frombytes("P", (12, 9), rng.integers(0, 16, 12 * 9, dtype=np.uint8).tobytes())
+    tiny.putpalette(rng.integers(0, 256, 16 * 3, dtype=np.uint8).tolist())
+    tiny.save(out / "tiny_palette.gif")
+    files["tiny_palette.gif"] = "P GIF 12x9, upscaled with NEAREST to 224"
+    from PIL import ImageDraw, ImageEnhance, ImageFont
+    ImageEnhance.Contrast(coffee.resize((300, 200))).enhance(0.06).save(out / "flat_photo.jpg", quality=92)
+    files["flat_photo.jpg"] = "RGB JPEG 300x200, contrast cut to 6%"
+    art = Image.new("L", (260, 240), 255)
+    draw = ImageDraw.Draw(art)
+    for i in range(0, 260, 23):
+        draw.line([(i, 0), (259 - i // 2, 239)], fill=0, width=1 + i % 3)
+    draw.ellipse([60, 50, 200, 190], outline=0, width=2)
+    art.save(out / "line_art.png")
+    files["line_art.png"] = "L PNG 260x240, black lines on white"
+    text = Image.new("RGB", (300, 140), (250, 250, 245))
+    draw = ImageDraw.Draw(text)
+    font = ImageFont.load_default()
+    for row in range(7):
+        draw.text((6, 4 + 19 * row), "Figure 3. Axial CT, contrast-enhanced; scale bar 5 mm"[row:],
+                  fill=(15, 15, 15), font=font)
+    text.save(out / "text.png")
+    files["text.png"] = "RGB PNG 300x140, printed text"
+    Image.fromarray(rng.integers(0, 256, (230, 230, 3), dtype=np.uint8)).save(out / "noise.png")
+    files["noise.png"] = "RGB PNG 230x230, uniform noise"
     (out / "not_an_image.png").write_bytes(b"this is not a PNG file\n")
     return files
 

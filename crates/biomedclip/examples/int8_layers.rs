@@ -1,7 +1,9 @@
 //! Where the int8 image tower's error comes from: the worst and mean cosine to `f32` over a
 //! set of images (the fixtures plus synthetic worst cases) with every linear layer in int8,
 //! with only one kind of layer or one block in int8 (the rest `f32`), and with chosen layers
-//! moved to bf16. Reported in docs/engine.md ("int8 error, layer by layer").
+//! moved to bf16 (`INT8_LAYERS_BF16="*.proj;0.*,*.fc2"`: one plan per `;`; the first rows are
+//! the shipped plan and every layer in int8; `INT8_LAYERS_NO_ABLATION=1` skips the per-kind
+//! and per-block rows). Reported in docs/engine.md ("int8 error, layer by layer").
 //!
 //! ```text
 //! int8_layers MODEL_DIR [IMAGE|DIR]...   # default: the fixtures' images
@@ -23,7 +25,9 @@ fn synthetic() -> Vec<(String, usize, usize, Vec<u8>)> {
     };
     let mut out = Vec::new();
     let fill = |f: &dyn Fn(usize, usize) -> [u8; 3]| -> Vec<u8> {
-        (0..h).flat_map(|y| (0..w).flat_map(move |x| f(x, y))).collect()
+        (0..h)
+            .flat_map(|y| (0..w).flat_map(move |x| f(x, y)))
+            .collect()
     };
     out.push(("flat-grey".into(), w, h, fill(&|_, _| [128, 128, 128])));
     out.push(("black".into(), w, h, fill(&|_, _| [0, 0, 0])));
@@ -74,7 +78,13 @@ fn synthetic() -> Vec<(String, usize, usize, Vec<u8>)> {
         "checkerboard".into(),
         w,
         h,
-        fill(&|x, y| if (x / 4 + y / 4) % 2 == 0 { [0, 0, 0] } else { [255, 255, 255] }),
+        fill(&|x, y| {
+            if (x / 4 + y / 4) % 2 == 0 {
+                [0, 0, 0]
+            } else {
+                [255, 255, 255]
+            }
+        }),
     ));
     let noise: Vec<u8> = (0..w * h * 3).map(|_| rand()).collect();
     out.push(("noise".into(), w, h, noise));
@@ -84,7 +94,11 @@ fn synthetic() -> Vec<(String, usize, usize, Vec<u8>)> {
 fn image_files(args: &[String]) -> Vec<PathBuf> {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let roots: Vec<PathBuf> = if args.is_empty() {
-        vec![fixtures.join("images"), fixtures.join("dataset/images"), fixtures.join("dicom")]
+        vec![
+            fixtures.join("images"),
+            fixtures.join("dataset/images"),
+            fixtures.join("dicom"),
+        ]
     } else {
         args.iter().map(PathBuf::from).collect()
     };
@@ -103,8 +117,30 @@ fn image_files(args: &[String]) -> Vec<PathBuf> {
     files
 }
 
+/// The model card's labels, for the top-1 check.
+const LABELS: [&str; 9] = [
+    "adenocarcinoma histopathology",
+    "brain MRI",
+    "covid line chart",
+    "squamous cell carcinoma histopathology",
+    "immunohistochemistry histopathology",
+    "bone X-ray",
+    "chest X-ray",
+    "pie chart",
+    "hematoxylin and eosin histopathology",
+];
+
+fn top1(model: &BiomedClip, image: &[f32], texts: &[Vec<f32>]) -> usize {
+    let p = model.probabilities(image, texts);
+    (0..p.len()).fold(0, |best, i| if p[i] > p[best] { i } else { best })
+}
+
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
     let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     dot / (na * nb)
@@ -112,14 +148,21 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let dir = PathBuf::from(args.first().ok_or("usage: int8_layers MODEL_DIR [IMAGE|DIR]...")?);
+    let dir = PathBuf::from(
+        args.first()
+            .ok_or("usage: int8_layers MODEL_DIR [IMAGE|DIR]...")?,
+    );
     let files = ModelSource::Local(dir).resolve()?;
     let paths = image_files(&args[1..]);
     let synthetic = synthetic();
     let mut names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     names.extend(synthetic.iter().map(|s| s.0.clone()));
     let mut inputs: Vec<ImageInput<'_>> = paths.iter().map(ImageInput::path).collect();
-    inputs.extend(synthetic.iter().map(|(_, w, h, d)| ImageInput::rgb8(*w, *h, d)));
+    inputs.extend(
+        synthetic
+            .iter()
+            .map(|(_, w, h, d)| ImageInput::rgb8(*w, *h, d)),
+    );
 
     // Files the decoders refuse (a 12-bit JPEG DICOM) are left out, and said so.
     let mut f32_model = BiomedClip::from_files_at(&files, &Device::Cpu, Precision::F32)?;
@@ -148,11 +191,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|(r, n)| r.unwrap_or_else(|e| panic!("{n}: {e}")))
             .collect()
     };
+    let prompts: Vec<String> = LABELS
+        .iter()
+        .map(|l| format!("{}{l}", biomedclip::DEFAULT_TEMPLATE))
+        .collect();
+    let texts = f32_model.encode_texts(&prompts)?;
+    let exact_top1: Vec<usize> = exact.iter().map(|e| top1(&f32_model, e, &texts)).collect();
     println!("{} images ({} synthetic)", names.len(), synthetic.len());
-    println!("| int8 layers (the rest f32) | bf16 instead | worst cosine | mean | worst image |");
-    println!("|---|---|---|---|---|");
+    println!("| int8 layers (the rest f32) | bf16 instead | worst cosine | mean | worst image | top-1 changed |");
+    println!("|---|---|---|---|---|---|");
     let depth = f32_model.dims().vision.depth;
-    let mut configs: Vec<(String, String)> = vec![("all".into(), String::new())];
+    // ("all", "default"): the shipped plan; an empty bf16 list: every layer in int8.
+    let mut configs: Vec<(String, String)> = vec![
+        ("all".into(), "default".into()),
+        ("all".into(), String::new()),
+    ];
     if std::env::var_os("INT8_LAYERS_NO_ABLATION").is_none() {
         for kind in ["qkv", "proj", "fc1", "fc2"] {
             configs.push((format!("*.{kind}"), String::new()));
@@ -172,7 +225,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         } else {
             std::env::set_var("BIOMEDCLIP_INT8_ONLY", &only);
         }
-        std::env::set_var("BIOMEDCLIP_REDUCED_AS_BF16", &bf16);
+        if bf16 == "default" {
+            std::env::remove_var("BIOMEDCLIP_REDUCED_AS_BF16");
+        } else {
+            std::env::set_var("BIOMEDCLIP_REDUCED_AS_BF16", &bf16);
+        }
         let got = embed(&files, Precision::Int8);
         let cos: Vec<f64> = exact.iter().zip(&got).map(|(a, b)| cosine(a, b)).collect();
         let (worst_i, worst) = cos
@@ -181,8 +238,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .enumerate()
             .fold((0, 1.0), |acc, (i, c)| if c < acc.1 { (i, c) } else { acc });
         let mean = cos.iter().sum::<f64>() / cos.len() as f64;
-        let short = Path::new(&names[worst_i]).file_name().map_or(names[worst_i].clone(), |n| n.to_string_lossy().into_owned());
-        println!("| {only} | {} | {worst:.6} | {mean:.6} | {short} |", if bf16.is_empty() { "-" } else { &bf16 });
+        let short = Path::new(&names[worst_i])
+            .file_name()
+            .map_or(names[worst_i].clone(), |n| n.to_string_lossy().into_owned());
+        let changed = got
+            .iter()
+            .zip(&exact_top1)
+            .filter(|(g, &t)| top1(&f32_model, g, &texts) != t)
+            .count();
+        let bf16 = if bf16.is_empty() { "-" } else { &bf16 };
+        println!("| {only} | {bf16} | {worst:.6} | {mean:.6} | {short} | {changed} |");
     }
     Ok(())
 }

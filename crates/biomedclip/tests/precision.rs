@@ -1,6 +1,8 @@
-//! `Precision::Int8` and `Precision::Bf16` against `f32` on the committed fixtures: every image
-//! embedding within the precision's cosine bound of `f32` and every zero-shot top-1 label
-//! unchanged, with texts untouched.
+//! `Precision::Int8` and `Precision::Bf16` against `f32` on the committed fixtures (every
+//! golden image, the synthetic worst cases among them: flat, blocky, line art, text, noise;
+//! the evaluation dataset; the readable DICOM files): every image embedding within the
+//! precision's cosine bound of `f32` and every zero-shot top-1 label unchanged, with texts
+//! untouched.
 
 mod common;
 
@@ -29,6 +31,27 @@ fn image_paths() -> Vec<std::path::PathBuf> {
             }
         }
     }
+    // The DICOM fixtures the decoders read (JPEG 12-bit, JPEG-LS and one malformed file are
+    // refused, as tests/dicom.rs checks).
+    let exact = load("open_clip_model.safetensors", "tokenizer.json");
+    let mut dicoms: Vec<_> = std::fs::read_dir(fixtures().join("dicom"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dicoms.sort();
+    let readable = exact.encode_image_files(&dicoms);
+    let before = paths.len();
+    paths.extend(
+        dicoms
+            .into_iter()
+            .zip(readable)
+            .filter_map(|(p, r)| r.is_ok().then_some(p)),
+    );
+    assert!(
+        paths.len() - before >= 10,
+        "{} DICOM files",
+        paths.len() - before
+    );
     paths.sort();
     paths
 }
@@ -94,7 +117,8 @@ fn embeddings_and_labels_match_f32(precision: Precision, bound: f64) -> f64 {
 
 #[test]
 fn int8_embeddings_and_labels_match_f32() {
-    embeddings_and_labels_match_f32(Precision::Int8, 0.999);
+    // The documented bound (docs/engine.md); the attention projections run in bf16 for it.
+    embeddings_and_labels_match_f32(Precision::Int8, 0.9995);
 }
 
 #[test]
