@@ -115,6 +115,26 @@ fn matrix<'py>(
     PyArray1::from_vec(py, data).reshape([rows, dim])
 }
 
+/// Per-image results flattened into rows of `width` floats, NaN rows for the failures, with
+/// `(index, message)` for each failure.
+fn rows_or_nan(
+    results: &[biomedclip::Result<Vec<f32>>],
+    width: usize,
+) -> (Vec<f32>, Vec<(usize, String)>) {
+    let mut data = Vec::with_capacity(results.len() * width);
+    let mut failures = Vec::new();
+    for (i, result) in results.iter().enumerate() {
+        match result {
+            Ok(row) => data.extend_from_slice(row),
+            Err(e) => {
+                data.extend(std::iter::repeat_n(f32::NAN, width));
+                failures.push((i, chain(e)));
+            }
+        }
+    }
+    (data, failures)
+}
+
 #[pymethods]
 impl Model {
     /// Embeds images into a `(n, embed_dim)` float32 array of L2-normalised rows.
@@ -129,17 +149,7 @@ impl Model {
             let inputs: Vec<ImageInput<'_>> = images.iter().map(Image::input).collect();
             self.inner.encode_images(&inputs)
         });
-        let mut data = Vec::with_capacity(results.len() * dim);
-        let mut failures = Vec::new();
-        for (i, result) in results.iter().enumerate() {
-            match result {
-                Ok(e) => data.extend_from_slice(e),
-                Err(e) => {
-                    data.extend(std::iter::repeat_n(f32::NAN, dim));
-                    failures.push((i, chain(e)));
-                }
-            }
-        }
+        let (data, failures) = rows_or_nan(&results, dim);
         let array = matrix(py, data, results.len(), dim)?;
         if failures.is_empty() {
             Ok(array)
@@ -236,17 +246,7 @@ impl Model {
                 .collect()
         });
         let n = results.len();
-        let mut data = Vec::with_capacity(n * 3 * size * size);
-        let mut failures = Vec::new();
-        for (i, r) in results.into_iter().enumerate() {
-            match r {
-                Ok(p) => data.extend(p),
-                Err(e) => {
-                    data.extend(std::iter::repeat_n(f32::NAN, 3 * size * size));
-                    failures.push((i, chain(&e)));
-                }
-            }
-        }
+        let (data, failures) = rows_or_nan(&results, 3 * size * size);
         let array = PyArray1::from_vec(py, data).reshape([n, 3, size, size])?;
         if failures.is_empty() {
             Ok(array)

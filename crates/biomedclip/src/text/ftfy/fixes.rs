@@ -2,7 +2,7 @@
 
 use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
 
-use super::encoding::{decode, encode, SLOPPY_WINDOWS_1252};
+use super::encoding::SLOPPY_WINDOWS_1252;
 use super::tables;
 
 fn lookup(table: &'static [(char, &'static str)], c: char) -> Option<&'static str> {
@@ -34,17 +34,12 @@ pub(super) fn fix_c1_controls(text: &str) -> String {
     if !text.chars().any(|c| ('\u{80}'..='\u{9f}').contains(&c)) {
         return text.to_string();
     }
+    // A C1 character's Latin-1 byte is its code point.
+    let sloppy_1252 = &tables::CHARMAPS[SLOPPY_WINDOWS_1252].1;
     text.chars()
-        .map(|c| {
-            if ('\u{80}'..='\u{9f}').contains(&c) {
-                let byte = encode(c.encode_utf8(&mut [0; 4]), 0).expect("latin-1");
-                decode(&byte, SLOPPY_WINDOWS_1252)
-                    .chars()
-                    .next()
-                    .expect("one byte")
-            } else {
-                c
-            }
+        .map(|c| match c {
+            '\u{80}'..='\u{9f}' => sloppy_1252[c as usize],
+            other => other,
         })
         .collect()
 }
