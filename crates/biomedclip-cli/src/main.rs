@@ -1,13 +1,15 @@
-//! `biomedclip`: zero-shot classification, embeddings and evaluation with BiomedCLIP from
-//! the command line. This file dispatches; each command has its module (arguments, parsing,
+//! `biomedclip`: zero-shot classification, embeddings, evaluation and searchable collections
+//! with BiomedCLIP from the command line. This file dispatches; each command has its module (arguments, parsing,
 //! `run`), and the options they share are in `options`.
 
 mod classify;
 mod convert;
 mod embed;
 mod eval;
+mod index;
 mod options;
 mod progress;
+mod search;
 mod serve;
 mod terminal;
 
@@ -26,6 +28,8 @@ fn cli() -> Command {
         .subcommand(convert::command())
         .subcommand(embed::command())
         .subcommand(eval::command())
+        .subcommand(index::command())
+        .subcommand(search::command())
         .subcommand(serve::command())
 }
 
@@ -38,6 +42,8 @@ fn run() -> Result<ExitCode> {
         Some(("embed", m)) => embed::run(embed::parse(m)?),
         Some(("convert", m)) => convert::run(convert::parse(m)?),
         Some(("eval", m)) => eval::run(eval::parse(m)?),
+        Some(("index", m)) => index::run(index::parse(m)?),
+        Some(("search", m)) => search::run(search::parse(m)?),
         Some(("serve", m)) => serve::run(serve::parse(m)?),
         _ => unreachable!("clap requires a subcommand"),
     }

@@ -309,3 +309,39 @@ fn chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+/// The DICOM attributes a collection keeps per file to filter on: what was imaged and how,
+/// never who (no patient name, ID or birth date).
+pub const COLLECTION_TAGS: [(Tag, &str); 6] = [
+    (tags::MODALITY, "modality"),
+    (tags::BODY_PART_EXAMINED, "body_part_examined"),
+    (tags::STUDY_DATE, "study_date"),
+    (tags::STUDY_DESCRIPTION, "study_description"),
+    (tags::SERIES_DESCRIPTION, "series_description"),
+    (tags::MANUFACTURER, "manufacturer"),
+];
+
+/// Reads [`COLLECTION_TAGS`] from a DICOM file's bytes (the data set up to the pixel data;
+/// the pixels are not decoded): one value per tag, `None` where the file lacks it.
+pub fn collection_tags(bytes: &[u8], path: &Path) -> Result<Vec<Option<String>>> {
+    let fail = |reason: String| Error::Image {
+        path: path.into(),
+        reason,
+    };
+    check_lengths(bytes).map_err(fail)?;
+    let obj = OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Never)
+        .read_until(tags::PIXEL_DATA)
+        .from_reader(&bytes[crate::image::decode::DICOM_MAGIC_AT..])
+        .map_err(|e| fail(format!("cannot read DICOM data set: {}", chain(&e))))?;
+    Ok(COLLECTION_TAGS
+        .iter()
+        .map(|(tag, _)| {
+            obj.element_opt(*tag)
+                .ok()
+                .flatten()
+                .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()))
+                .filter(|s| !s.is_empty())
+        })
+        .collect())
+}

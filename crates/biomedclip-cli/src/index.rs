@@ -1,0 +1,368 @@
+//! `biomedclip index build | update | ann`: make a searchable collection of an image archive
+//! (clip-retrieval's npy + parquet layout), bring it up to date, index it for approximate
+//! search.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use biomedclip_collection::ann::{self, AnnParams};
+use biomedclip_collection::build::{build, BuildOptions, Event};
+use biomedclip_collection::inputs::InputSpec;
+use biomedclip_collection::layout::Shard;
+use biomedclip_collection::{model_id, Collection, Manifest, DEFAULT_PART_SIZE};
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::options::{
+    common, common_args, image_args, image_options, rendering_args, Common, ImageOptions,
+};
+use crate::terminal::printable;
+
+/// The subcommand's arguments.
+pub fn command() -> Command {
+    Command::new("index")
+        .about("Make and maintain searchable collections (clip-retrieval's npy + parquet layout)")
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .subcommand(build_args(image_args(common_args(
+            Command::new("build")
+                .about("Embed images (and captions) into a collection; resumes where a stopped run left off")
+                .arg(
+                    Arg::new("out")
+                        .long("out")
+                        .value_name("DIR")
+                        .required(true)
+                        .value_parser(clap::value_parser!(PathBuf))
+                        .help("The collection's folder (created if missing)"),
+                )
+                .arg(
+                    Arg::new("inputs")
+                        .value_name("INPUT")
+                        .num_args(1..)
+                        .required(true)
+                        .value_parser(clap::value_parser!(PathBuf))
+                        .help(
+                            "Image files, folders (searched recursively), or CSV files with a \
+                             `path` column (relative to the CSV; a `caption` column gives \
+                             captions, other columns are kept as metadata)",
+                        ),
+                )
+                .arg(
+                    Arg::new("captions")
+                        .long("captions")
+                        .value_name("CSV")
+                        .value_parser(clap::value_parser!(PathBuf))
+                        .help("A CSV of `path,caption` whose captions are embedded too (text_emb/)"),
+                )
+                .arg(
+                    Arg::new("shard")
+                        .long("shard")
+                        .value_name("K/N")
+                        .help(
+                            "Take only the K-th of N stable shares of the inputs and write only \
+                             that shard's parts, so N workers can fill one collection on shared \
+                             storage",
+                        ),
+                )
+                .arg(
+                    Arg::new("part-size")
+                        .long("part-size")
+                        .value_name("N")
+                        .value_parser(clap::value_parser!(usize))
+                        .default_value(DEFAULT_PART_SIZE.to_string().leak() as &str)
+                        .help("Inputs per part (a stopped run redoes at most one part)"),
+                )
+                .arg(
+                    Arg::new("dtype")
+                        .long("dtype")
+                        .value_name("T")
+                        .value_parser(["f32", "f16"])
+                        .default_value("f32")
+                        .help("Storage type of the embeddings: f32 (<f4) or f16 (<f2, half the size)"),
+                ),
+        ))))
+        .subcommand(build_args(rendering_args(common_args(
+            Command::new("update")
+                .about(
+                    "Bring a collection up to date with its inputs: embed new and changed files \
+                     (by content hash), drop deleted ones",
+                )
+                .arg(dir_arg()),
+        ))))
+        .subcommand(ann_args(
+            Command::new("ann")
+                .about("Build the HNSW index for approximate search (`search --ann`)")
+                .arg(dir_arg()),
+        ))
+}
+
+fn dir_arg() -> Arg {
+    Arg::new("dir")
+        .value_name("DIR")
+        .required(true)
+        .value_parser(clap::value_parser!(PathBuf))
+        .help("The collection's folder")
+}
+
+fn build_args(cmd: Command) -> Command {
+    ann_args(
+        cmd.arg(
+            Arg::new("ann").long("ann").action(ArgAction::SetTrue).help(
+                "Also build the HNSW index for approximate search once the embeddings are done",
+            ),
+        ),
+    )
+}
+
+fn ann_args(cmd: Command) -> Command {
+    let d = AnnParams::default();
+    cmd.arg(
+        Arg::new("connectivity")
+            .long("connectivity")
+            .value_name("M")
+            .value_parser(clap::value_parser!(usize))
+            .default_value(d.connectivity.to_string().leak() as &str)
+            .help("HNSW neighbours per node"),
+    )
+    .arg(
+        Arg::new("expansion-add")
+            .long("expansion-add")
+            .value_name("N")
+            .value_parser(clap::value_parser!(usize))
+            .default_value(d.expansion_add.to_string().leak() as &str)
+            .help("HNSW candidates while inserting (efConstruction)"),
+    )
+    .arg(
+        Arg::new("expansion-search")
+            .long("expansion-search")
+            .value_name("N")
+            .value_parser(clap::value_parser!(usize))
+            .default_value(d.expansion_search.to_string().leak() as &str)
+            .help("HNSW candidates while searching (ef), unless `search --ef` says otherwise"),
+    )
+    .arg(
+        Arg::new("quantization")
+            .long("quantization")
+            .value_name("Q")
+            .value_parser(["f32", "f16", "i8"])
+            .default_value("f16")
+            .help("How the HNSW graph stores vectors"),
+    )
+}
+
+/// Parsed `index` arguments.
+pub enum Index {
+    /// `build` or `update`.
+    Build {
+        /// Shared options.
+        common: Common,
+        /// Image options.
+        images: ImageOptions,
+        /// What to build.
+        options: BuildOptions,
+        /// Then the HNSW index, with these parameters.
+        ann: Option<AnnParams>,
+    },
+    /// `ann`.
+    Ann {
+        /// The collection.
+        dir: PathBuf,
+        /// Parameters.
+        params: AnnParams,
+    },
+}
+
+fn ann_params(m: &ArgMatches) -> Result<AnnParams> {
+    Ok(AnnParams {
+        connectivity: *m.get_one("connectivity").expect("default"),
+        expansion_add: *m.get_one("expansion-add").expect("default"),
+        expansion_search: *m.get_one("expansion-search").expect("default"),
+        quantization: m
+            .get_one::<String>("quantization")
+            .expect("default")
+            .parse()?,
+    })
+}
+
+/// Reads the arguments.
+pub fn parse(m: &ArgMatches) -> Result<Index> {
+    match m.subcommand() {
+        Some(("build", m)) => {
+            let shard: Shard = m
+                .get_one::<String>("shard")
+                .map_or(Ok(Shard::ALL), |s| s.parse())?;
+            let images = image_options(m)?;
+            Ok(Index::Build {
+                common: common(m)?,
+                options: BuildOptions {
+                    root: m.get_one::<PathBuf>("out").expect("required").clone(),
+                    spec: InputSpec {
+                        inputs: m
+                            .get_many::<PathBuf>("inputs")
+                            .expect("required")
+                            .cloned()
+                            .collect(),
+                        glob: images.glob.clone(),
+                        captions: m.get_one::<PathBuf>("captions").cloned(),
+                    },
+                    shard,
+                    part_size: *m.get_one("part-size").expect("default"),
+                    dtype: m.get_one::<String>("dtype").expect("default").parse()?,
+                    update: false,
+                },
+                images,
+                ann: m.get_flag("ann").then(|| ann_params(m)).transpose()?,
+            })
+        }
+        Some(("update", m)) => {
+            let dir = m.get_one::<PathBuf>("dir").expect("required").clone();
+            let manifest = Manifest::read(&dir.join(biomedclip_collection::layout::MANIFEST))?;
+            let mut common = common(m)?;
+            // The collection's own precision unless asked otherwise (a different one is
+            // refused by the build, naming both).
+            if m.value_source("precision") == Some(clap::parser::ValueSource::DefaultValue) {
+                common.precision = manifest.precision.parse()?;
+            }
+            Ok(Index::Build {
+                common,
+                images: ImageOptions {
+                    glob: manifest.glob.clone(),
+                    ..image_options(m)?
+                },
+                options: BuildOptions {
+                    root: dir,
+                    spec: InputSpec {
+                        inputs: manifest.inputs.iter().map(PathBuf::from).collect(),
+                        glob: manifest.glob.clone(),
+                        captions: manifest.captions_csv.as_ref().map(PathBuf::from),
+                    },
+                    shard: Shard::ALL,
+                    part_size: manifest.part_size,
+                    dtype: manifest.dtype,
+                    update: true,
+                },
+                ann: m.get_flag("ann").then(|| ann_params(m)).transpose()?,
+            })
+        }
+        Some(("ann", m)) => Ok(Index::Ann {
+            dir: m.get_one::<PathBuf>("dir").expect("required").clone(),
+            params: ann_params(m)?,
+        }),
+        _ => unreachable!("clap requires a subcommand"),
+    }
+}
+
+fn bar(len: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{bar:40}} {{pos}}/{{len}} {what} ({{per_sec}}, {{eta}} left)"
+        ))
+        .expect("valid template"),
+    );
+    bar
+}
+
+fn build_ann(dir: &std::path::Path, params: &AnnParams) -> Result<()> {
+    let collection = Collection::open(dir)?;
+    let progress = bar(collection.len(), "rows indexed");
+    let info = ann::build(&collection, params, &|n| progress.inc(n as u64))?;
+    progress.finish_and_clear();
+    eprintln!(
+        "HNSW index over {} rows (M {}, efConstruction {}, {:?}) in {}",
+        info.parts.iter().map(|p| p.1).sum::<usize>(),
+        params.connectivity,
+        params.expansion_add,
+        params.quantization,
+        collection.layout().ann().0.display()
+    );
+    Ok(())
+}
+
+/// Runs it.
+pub fn run(index: Index) -> Result<ExitCode> {
+    let (common, images, options, ann) = match index {
+        Index::Ann { dir, params } => {
+            build_ann(&dir, &params)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Index::Build {
+            common,
+            images,
+            options,
+            ann,
+        } => (common, images, options, ann),
+    };
+    let (files, mut model) = common.load_model_and_files()?;
+    images.apply(&mut model);
+    let id = model_id(&common.model.to_string(), &files)
+        .with_context(|| format!("cannot hash the weights of {}", common.model))?;
+    let mut progress: Option<ProgressBar> = None;
+    let report = build(&model, &id, &options, &mut |event| match event {
+        Event::Planned {
+            inputs,
+            done,
+            pending,
+        } => {
+            eprintln!(
+                "{inputs} input(s){}: {done} already in the collection, {pending} to embed",
+                if options.shard == Shard::ALL {
+                    String::new()
+                } else {
+                    format!(" in shard {}", options.shard)
+                }
+            );
+            progress = Some(bar(pending, "images"));
+        }
+        Event::Embedded(n) => {
+            if let Some(p) = &progress {
+                p.inc(n as u64);
+            }
+        }
+        Event::Failed(f) => {
+            let line = format!("error: {}", printable(&f.error));
+            match &progress {
+                Some(p) => p.suspend(|| eprintln!("{line}")),
+                None => eprintln!("{line}"),
+            }
+        }
+        Event::Committed(_) => {}
+    })
+    .with_context(|| format!("cannot build collection {}", options.root.display()))?;
+    if let Some(p) = progress {
+        p.finish_and_clear();
+    }
+    let manifest = report
+        .manifest
+        .as_ref()
+        .expect("a finished build has a manifest");
+    eprintln!(
+        "{}: {} rows in {} part(s); this run embedded {}, dropped {}, wrote {} part(s)",
+        options.root.display(),
+        manifest.rows,
+        manifest.parts.len(),
+        report.embedded,
+        report.dropped,
+        report.parts.len()
+    );
+    if let Some(params) = ann {
+        build_ann(&options.root, &params)?;
+    }
+    if !manifest.failed.is_empty() {
+        eprintln!(
+            "{} input(s) could not be embedded; they are listed with the reason under \
+             \"failed\" in {}",
+            manifest.failed.len(),
+            options
+                .root
+                .join(biomedclip_collection::layout::MANIFEST)
+                .display()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    if options.shard == Shard::ALL && report.inputs == 0 {
+        bail!("no images found in the inputs");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,553 @@
+//! `index build` and `index update`: embeds the inputs a collection does not hold yet, part
+//! by part, each part committed atomically (embeddings first, then its metadata file, which
+//! is the commit), so a writer stopped at any moment (Ctrl-C, `kill -9`, a crash) and run
+//! again ends with exactly the collection an uninterrupted run makes, re-embedding nothing it
+//! had committed.
+//!
+//! Why that holds: inputs are listed in one sorted order; a part takes the next
+//! `part_size` inputs that are not done (done: committed as a row or as a failure, with the
+//! same content hash); parts are numbered in order. A resumed run therefore sees the same
+//! remaining list and cuts the same parts. Leftovers of the stopped writer (temporary files,
+//! embeddings of a part whose metadata never landed) are removed first.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use biomedclip::image::decode::is_dicom;
+use biomedclip::image::dicom::{collection_tags, COLLECTION_TAGS};
+use biomedclip::{BiomedClip, IMAGE_BATCH};
+use rayon::prelude::*;
+
+use crate::atomic::{remove_durably, write_atomic};
+use crate::error::{Error, Result};
+use crate::inputs::{self, InputSpec, Item, Listed};
+use crate::layout::{part_number, Layout, Shard};
+use crate::lock::Lock;
+use crate::manifest::{Manifest, ModelId, PartSummary, FORMAT};
+use crate::metadata::{self, Columns, Failure, PartInfo, Row, Table};
+use crate::npy::{self, Dtype, Matrix};
+
+/// Inputs per part unless told otherwise: small enough that a stopped run loses little,
+/// large enough that a million images make a hundred parts, not a hundred thousand.
+pub const DEFAULT_PART_SIZE: usize = 10_000;
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The collection's folder.
+    pub root: PathBuf,
+    /// The inputs.
+    pub spec: InputSpec,
+    /// This writer's share.
+    pub shard: Shard,
+    /// Inputs per part.
+    pub part_size: usize,
+    /// Storage type.
+    pub dtype: Dtype,
+    /// Also drop deleted and changed files (`index update`).
+    pub update: bool,
+}
+
+/// What a build tells as it goes.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// The inputs are listed and hashed.
+    Planned {
+        /// Inputs of this shard.
+        inputs: usize,
+        /// Already in the collection.
+        done: usize,
+        /// To embed now.
+        pending: usize,
+    },
+    /// `n` more inputs went through the model.
+    Embedded(usize),
+    /// An input failed.
+    Failed(&'a Failure),
+    /// A part was committed.
+    Committed(u32),
+}
+
+/// What a build did.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Inputs of this shard.
+    pub inputs: usize,
+    /// Of which already in the collection.
+    pub already: usize,
+    /// Embedded by this run.
+    pub embedded: usize,
+    /// Failed in this run.
+    pub failed: usize,
+    /// Rows dropped because their file was deleted or changed (`update`).
+    pub dropped: usize,
+    /// Parts committed by this run.
+    pub parts: Vec<u32>,
+    /// The manifest afterwards.
+    pub manifest: Option<Manifest>,
+}
+
+/// Builds (or resumes, or updates) a collection.
+pub fn build(
+    model: &BiomedClip,
+    model_id: &ModelId,
+    options: &BuildOptions,
+    on: &mut dyn FnMut(Event<'_>),
+) -> Result<Report> {
+    if options.part_size == 0 {
+        return Err(Error::Invalid("--part-size must be at least 1".into()));
+    }
+    let layout = Layout::new(&options.root);
+    let listed = inputs::list(&options.spec)?;
+    let columns = Columns {
+        captions: listed.captions,
+        extra: listed.extra_columns.clone(),
+    };
+    layout.create_dirs(columns.captions)?;
+    // An unsharded writer owns the whole collection; shard writers share it, each alone on
+    // its shard.
+    let whole = layout.locks().join("collection.lock");
+    let _collection_lock = if options.shard.count == 1 {
+        Lock::acquire(&whole, "the collection", false)?
+    } else {
+        Lock::acquire(&whole, "the collection", true)?
+    };
+    let _shard_lock = Lock::acquire(
+        &layout.locks().join(options.shard.lock_name()),
+        &format!("shard {}", options.shard),
+        false,
+    )?;
+    let wanted = Manifest {
+        format: FORMAT,
+        model: model_id.clone(),
+        precision: model.precision().to_string(),
+        dim: model.embed_dim(),
+        dtype: options.dtype,
+        captions: columns.captions,
+        extra_columns: columns.extra.clone(),
+        inputs: options
+            .spec
+            .inputs
+            .iter()
+            .map(|p| inputs::absolute(p))
+            .collect(),
+        glob: options.spec.glob.clone(),
+        captions_csv: options.spec.captions.as_deref().map(inputs::absolute),
+        part_size: options.part_size,
+        rows: 0,
+        parts: Vec::new(),
+        failed: Vec::new(),
+    };
+    let manifest = {
+        let _m = Lock::wait(&layout.locks().join("manifest.lock"))?;
+        if layout.manifest().exists() {
+            let existing = Manifest::read(&layout.manifest())?;
+            existing.check_same_making(&wanted, &layout.manifest())?;
+            existing
+        } else {
+            wanted.write(&layout.manifest())?;
+            wanted
+        }
+    };
+    let mut writer = Writer {
+        layout: &layout,
+        columns: &columns,
+        dtype: manifest.dtype,
+        dim: manifest.dim,
+        shard: options.shard,
+        next: 0,
+    };
+    let mut parts = writer.reconcile()?;
+    writer.next = parts
+        .keys()
+        .filter(|n| options.shard.owns_part(**n))
+        .map(|n| (n - options.shard.index) / options.shard.count + 1)
+        .max()
+        .unwrap_or(0);
+
+    let mine: Vec<&Item> = listed
+        .items
+        .iter()
+        .filter(|i| options.shard.owns_item(&i.path))
+        .collect();
+    let hashes: Vec<Option<String>> = mine.par_iter().map(|i| hash_file(&i.path)).collect();
+    let mut report = Report {
+        inputs: mine.len(),
+        ..Report::default()
+    };
+
+    if options.update {
+        let current: HashMap<&str, Option<&str>> = mine
+            .iter()
+            .zip(&hashes)
+            .map(|(i, h)| (i.path.as_str(), h.as_deref()))
+            .collect();
+        let numbers: Vec<u32> = parts
+            .keys()
+            .copied()
+            .filter(|n| options.shard.owns_part(*n))
+            .collect();
+        for n in numbers {
+            let (table, info) = &parts[&n];
+            let keep: Vec<usize> = (0..table.rows())
+                .filter(|&i| {
+                    let path = table.text("image_path", i).unwrap_or("");
+                    current.get(path) == Some(&table.text("blake3", i))
+                })
+                .collect();
+            let failed: Vec<Failure> = info
+                .failed
+                .iter()
+                .filter(|f| current.get(f.path.as_str()) == Some(&f.blake3.as_deref()))
+                .cloned()
+                .collect();
+            if keep.len() == table.rows() && failed.len() == info.failed.len() {
+                continue;
+            }
+            report.dropped += table.rows() - keep.len();
+            let (new, table, info) = writer.rewrite(n, table, &keep, failed)?;
+            parts.remove(&n);
+            parts.insert(new, (table, info));
+            report.parts.push(new);
+            on(Event::Committed(new));
+        }
+    }
+
+    let mut done: HashSet<(&str, Option<&str>)> = HashSet::new();
+    for (table, info) in parts.values() {
+        for i in 0..table.rows() {
+            done.insert((
+                table.text("image_path", i).unwrap_or(""),
+                table.text("blake3", i),
+            ));
+        }
+        for f in &info.failed {
+            done.insert((f.path.as_str(), f.blake3.as_deref()));
+        }
+    }
+    let pending: Vec<(&Item, Option<&str>)> = mine
+        .iter()
+        .zip(&hashes)
+        .filter(|(i, h)| !done.contains(&(i.path.as_str(), h.as_deref())))
+        .map(|(i, h)| (*i, h.as_deref()))
+        .collect();
+    report.already = mine.len() - pending.len();
+    on(Event::Planned {
+        inputs: mine.len(),
+        done: report.already,
+        pending: pending.len(),
+    });
+    drop(done);
+
+    let mut manifest = manifest;
+    refresh_manifest(&layout, &mut manifest, &listed)?;
+    for chunk in pending.chunks(options.part_size) {
+        let items: Vec<&Item> = chunk.iter().map(|(i, _)| *i).collect();
+        let embedded = embed_part(model, &items, columns.captions, on)?;
+        report.embedded += embedded.rows.len();
+        report.failed += embedded.failed.len();
+        let n = writer.commit(embedded, Vec::new())?;
+        report.parts.push(n);
+        on(Event::Committed(n));
+        refresh_manifest(&layout, &mut manifest, &listed)?;
+    }
+    refresh_manifest(&layout, &mut manifest, &listed)?;
+    report.manifest = Some(manifest);
+    Ok(report)
+}
+
+/// BLAKE3 of a file, hex; `None` if it cannot be read (it then fails, with the reason, when
+/// embedded).
+fn hash_file(path: &str) -> Option<String> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_mmap(path).ok()?;
+    Some(hasher.finalize().to_hex().to_string())
+}
+
+/// Rewrites the manifest's contents from the committed parts (under the manifest lock, so
+/// shard writers do not interleave).
+fn refresh_manifest(layout: &Layout, manifest: &mut Manifest, listed: &Listed) -> Result<()> {
+    let _m = Lock::wait(&layout.locks().join("manifest.lock"))?;
+    let mut parts = Vec::new();
+    let mut failed = listed.unreadable.clone();
+    for n in layout.committed_parts()? {
+        let info = metadata::read_info(&layout.metadata(n))?;
+        parts.push(PartSummary {
+            part: n,
+            rows: info.rows,
+            shard: info.shard.clone(),
+        });
+        failed.extend(info.failed);
+    }
+    failed.sort_by(|a, b| a.path.cmp(&b.path));
+    manifest.rows = parts.iter().map(|p| p.rows).sum();
+    manifest.parts = parts;
+    manifest.failed = failed;
+    manifest.write(&layout.manifest())
+}
+
+/// One part's worth of results, before it is written.
+struct Embedded {
+    rows: Vec<Row>,
+    images: Vec<f32>,
+    captions: Option<Vec<f32>>,
+    failed: Vec<Failure>,
+}
+
+/// Reads, hashes, decodes and preprocesses one input (on the rayon pool).
+fn prepare(model: &BiomedClip, item: &Item) -> std::result::Result<(Row, Vec<f32>), Failure> {
+    let path = Path::new(&item.path);
+    let fail = |blake3: Option<String>, e: biomedclip::Error| Failure {
+        path: item.path.clone(),
+        blake3,
+        error: e.to_string(),
+    };
+    let bytes = model
+        .preprocessor()
+        .limits()
+        .read_file(path)
+        .map_err(|e| fail(None, e))?;
+    let hash = blake3::hash(&bytes).to_hex().to_string();
+    let dicom = if is_dicom(&bytes) {
+        collection_tags(&bytes, path).map_err(|e| fail(Some(hash.clone()), e))?
+    } else {
+        vec![None; COLLECTION_TAGS.len()]
+    };
+    let pixels = model
+        .preprocessor()
+        .process_bytes(&bytes, path, None)
+        .map_err(|e| fail(Some(hash.clone()), e))?;
+    Ok((
+        Row {
+            image_path: item.path.clone(),
+            caption: item.caption.clone(),
+            blake3: hash,
+            size: bytes.len() as i64,
+            dicom,
+            extra: item.extra.clone(),
+        },
+        pixels,
+    ))
+}
+
+/// Embeds one part's inputs. Decoding of the next batch overlaps the model's work on this
+/// one: a reader thread prepares batches on the rayon pool while this thread encodes.
+fn embed_part(
+    model: &BiomedClip,
+    items: &[&Item],
+    captions: bool,
+    on: &mut dyn FnMut(Event<'_>),
+) -> Result<Embedded> {
+    type Prepared = Vec<std::result::Result<(Row, Vec<f32>), Failure>>;
+    let mut out = Embedded {
+        rows: Vec::with_capacity(items.len()),
+        images: Vec::with_capacity(items.len() * model.embed_dim()),
+        captions: None,
+        failed: Vec::new(),
+    };
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Prepared>(1);
+        scope.spawn(move || {
+            for batch in items.chunks(IMAGE_BATCH) {
+                let prepared: Prepared = batch.par_iter().map(|i| prepare(model, i)).collect();
+                if tx.send(prepared).is_err() {
+                    break;
+                }
+            }
+        });
+        for prepared in rx {
+            let count = prepared.len();
+            let mut ok_rows = Vec::new();
+            let mut pixels = Vec::new();
+            for p in prepared {
+                match p {
+                    Ok((row, px)) => {
+                        ok_rows.push(row);
+                        pixels.push(px);
+                    }
+                    Err(f) => {
+                        on(Event::Failed(&f));
+                        out.failed.push(f);
+                    }
+                }
+            }
+            match model.encode_pixels(&pixels) {
+                Ok(embeddings) => {
+                    for (row, e) in ok_rows.into_iter().zip(embeddings) {
+                        out.rows.push(row);
+                        out.images.extend_from_slice(&e);
+                    }
+                }
+                Err(e) => {
+                    for row in ok_rows {
+                        let f = Failure {
+                            path: row.image_path,
+                            blake3: Some(row.blake3),
+                            error: format!("the model failed on its batch: {e}"),
+                        };
+                        on(Event::Failed(&f));
+                        out.failed.push(f);
+                    }
+                }
+            }
+            on(Event::Embedded(count));
+        }
+    });
+    if captions {
+        let dim = model.embed_dim();
+        let texts: Vec<&str> = out
+            .rows
+            .iter()
+            .filter_map(|r| r.caption.as_deref())
+            .collect();
+        let mut embedded = model.encode_texts(&texts)?.into_iter();
+        let mut matrix = Vec::with_capacity(out.rows.len() * dim);
+        for row in &out.rows {
+            match row.caption {
+                // A row without a caption gets a zero vector: it scores 0 against every
+                // query and keeps the rows of `text_emb` aligned with `img_emb`'s.
+                None => matrix.resize(matrix.len() + dim, 0.0),
+                Some(_) => matrix.extend(embedded.next().expect("one embedding per caption")),
+            }
+        }
+        out.captions = Some(matrix);
+    }
+    Ok(out)
+}
+
+/// Writes parts of one shard.
+struct Writer<'a> {
+    layout: &'a Layout,
+    columns: &'a Columns,
+    dtype: Dtype,
+    dim: usize,
+    shard: Shard,
+    /// The shard's next part index (`j` of `shard.part(j)`).
+    next: u32,
+}
+
+impl Writer<'_> {
+    /// Removes what stopped writers left (superseded parts, uncommitted embeddings, temp
+    /// files of this shard) and returns the committed parts.
+    fn reconcile(&self) -> Result<BTreeMap<u32, (Table, PartInfo)>> {
+        let mut parts = BTreeMap::new();
+        for n in self.layout.committed_parts()? {
+            parts.insert(n, metadata::read_part(&self.layout.metadata(n))?);
+        }
+        let replaced: Vec<u32> = parts
+            .values()
+            .flat_map(|(_, info)| info.replaces.clone())
+            .filter(|n| parts.contains_key(n))
+            .collect();
+        for n in replaced {
+            self.remove_part(n)?;
+            parts.remove(&n);
+        }
+        let mut leftovers = self.layout.temp_files()?;
+        leftovers.extend(
+            self.layout
+                .embedding_files()?
+                .into_iter()
+                .filter(|p| part_number(p).is_some_and(|n| !parts.contains_key(&n))),
+        );
+        for path in leftovers {
+            if part_number(&path).is_some_and(|n| self.shard.owns_part(n)) {
+                remove_durably(&path)?;
+            }
+        }
+        for (n, (table, _)) in &parts {
+            self.check_part(*n, table.rows())?;
+        }
+        Ok(parts)
+    }
+
+    /// Checks that part `n`'s embedding files are whole and as long as its metadata.
+    fn check_part(&self, n: u32, rows: usize) -> Result<()> {
+        let mut files = vec![self.layout.img_emb(n)];
+        if self.columns.captions {
+            files.push(self.layout.text_emb(n));
+        }
+        for path in files {
+            let m = Matrix::open(&path)?;
+            if m.rows() != rows || m.dim() != self.dim {
+                return Err(Error::corrupt(
+                    &path,
+                    format!(
+                        "{} x {} embeddings, but its metadata has {rows} rows of {} \
+                         dimensions; remove part {n} (its img_emb, text_emb and metadata \
+                         files) and run again to re-embed it",
+                        m.rows(),
+                        m.dim(),
+                        self.dim
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes part `n`: the metadata first (so the part stops existing), then the rest.
+    fn remove_part(&self, n: u32) -> Result<()> {
+        remove_durably(&self.layout.metadata(n))?;
+        remove_durably(&self.layout.img_emb(n))?;
+        remove_durably(&self.layout.text_emb(n))
+    }
+
+    /// Writes a new part; returns its number.
+    fn commit(&mut self, part: Embedded, replaces: Vec<u32>) -> Result<u32> {
+        let n = self.shard.part(self.next);
+        self.next += 1;
+        let write_npy = |path: PathBuf, values: &[f32]| {
+            write_atomic(&path, |out| {
+                npy::write(out, self.dtype, self.dim, values).map_err(|e| Error::io(&path, e))
+            })
+        };
+        write_npy(self.layout.img_emb(n), &part.images)?;
+        if let Some(captions) = &part.captions {
+            write_npy(self.layout.text_emb(n), captions)?;
+        }
+        let info = PartInfo {
+            part: n,
+            shard: self.shard.to_string(),
+            rows: part.rows.len(),
+            failed: part.failed,
+            replaces,
+        };
+        metadata::write_part(&self.layout.metadata(n), self.columns, &part.rows, &info)?;
+        Ok(n)
+    }
+
+    /// Rewrites part `n` with only rows `keep` and failures `failed` (no re-embedding), as a
+    /// new part that replaces it; then removes the old one.
+    fn rewrite(
+        &mut self,
+        n: u32,
+        table: &Table,
+        keep: &[usize],
+        failed: Vec<Failure>,
+    ) -> Result<(u32, Table, PartInfo)> {
+        let rows = metadata::rows_of(table, self.columns);
+        let gather = |path: PathBuf| -> Result<Vec<f32>> {
+            let m = Matrix::open(&path)?;
+            let mut out = Vec::with_capacity(keep.len() * self.dim);
+            for &i in keep {
+                out.extend_from_slice(&m.rows_f32(i..i + 1));
+            }
+            Ok(out)
+        };
+        let part = Embedded {
+            rows: keep.iter().map(|&i| rows[i].clone()).collect(),
+            images: gather(self.layout.img_emb(n))?,
+            captions: if self.columns.captions {
+                Some(gather(self.layout.text_emb(n))?)
+            } else {
+                None
+            },
+            failed,
+        };
+        let new = self.commit(part, vec![n])?;
+        self.remove_part(n)?;
+        let (table, info) = metadata::read_part(&self.layout.metadata(new))?;
+        Ok((new, table, info))
+    }
+}
