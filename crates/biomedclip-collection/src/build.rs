@@ -268,6 +268,15 @@ fn hash_file(path: &str) -> Option<String> {
 /// shard writers do not interleave).
 fn refresh_manifest(layout: &Layout, manifest: &mut Manifest, listed: &Listed) -> Result<()> {
     let _m = Lock::wait(&layout.locks().join("manifest.lock"))?;
+    // Under the manifest lock no one else is writing it: a temporary manifest is a leftover
+    // of a writer that was stopped.
+    let entries = std::fs::read_dir(layout.root()).map_err(|e| Error::io(layout.root(), e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!(".{}.tmp-", crate::layout::MANIFEST)) {
+            remove_durably(&entry.path())?;
+        }
+    }
     let mut parts = Vec::new();
     let mut failed = listed.unreadable.clone();
     for n in layout.committed_parts()? {

@@ -1,0 +1,318 @@
+//! `index build | update | ann` and `search` end to end on the tiny checkpoint: rankings equal
+//! to `embed`'s, stopped builds that resume to the same bytes, updates, shards, locks and the
+//! errors a user meets.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{fixtures, run};
+use serde_json::Value;
+
+fn model() -> String {
+    fixtures().join("tiny-model").to_string_lossy().into_owned()
+}
+
+/// A folder of `n` distinct images: the fixture images, then copies with one byte of
+/// trailing data changed (still decodable, a different content hash).
+fn image_folder(dir: &Path, n: usize) -> Vec<PathBuf> {
+    let sources: Vec<PathBuf> = [
+        "rgb_photo.jpg",
+        "gray_cells.jpg",
+        "ihc.jpg",
+        "retina.bmp",
+        "rgb_photo.png",
+        "small.png",
+        "tall.jpg",
+        "gray.png",
+    ]
+    .iter()
+    .map(|f| fixtures().join("images").join(f))
+    .collect();
+    std::fs::create_dir_all(dir).unwrap();
+    (0..n)
+        .map(|i| {
+            let src = &sources[i % sources.len()];
+            let mut bytes = std::fs::read(src).unwrap();
+            if i >= sources.len() {
+                bytes.extend_from_slice(format!("copy{i}").as_bytes());
+            }
+            let ext = src.extension().unwrap().to_str().unwrap();
+            let path = dir.join(format!("img{i:03}.{ext}"));
+            std::fs::write(&path, bytes).unwrap();
+            path
+        })
+        .collect()
+}
+
+fn build(out: &Path, inputs: &[&Path], extra: &[&str]) -> std::process::Output {
+    let model = model();
+    let out = out.to_string_lossy();
+    let mut args = vec!["index", "build", "--model", &model, "--out", &out];
+    args.extend_from_slice(extra);
+    let inputs: Vec<String> = inputs
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    args.extend(inputs.iter().map(String::as_str));
+    run(&args)
+}
+
+fn search_json(dir: &Path, args: &[&str]) -> Vec<Value> {
+    let model = model();
+    let dir = dir.to_string_lossy();
+    let mut all = vec!["search", &*dir, "--model", &model, "--json"];
+    all.extend_from_slice(args);
+    let out = run(&all);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Every file of a collection but its locks and HNSW index, with its bytes.
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for sub in ["", "img_emb", "text_emb", "metadata"] {
+        let Ok(entries) = std::fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
+        for e in entries {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                out.insert(
+                    format!("{sub}/{}", e.file_name().to_string_lossy()),
+                    std::fs::read(e.path()).unwrap(),
+                );
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn search_ranks_as_embed_scores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    image_folder(&images, 12);
+    let col = tmp.path().join("col");
+    let out = build(&col, &[&images], &["--part-size", "5"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let query = "a histology slide";
+    let model = model();
+    let embedded = run(&[
+        "embed",
+        "--model",
+        &model,
+        "--text",
+        query,
+        "--image",
+        images.to_str().unwrap(),
+    ]);
+    assert!(embedded.status.success());
+    let lines: Vec<Value> = String::from_utf8(embedded.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let vec = |v: &Value| -> Vec<f32> {
+        v["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let q = vec(&lines[0]);
+    let mut expected: Vec<(String, f32)> = lines[1..]
+        .iter()
+        .map(|l| {
+            let e = vec(l);
+            let path = std::fs::canonicalize(l["input"].as_str().unwrap()).unwrap();
+            (
+                path.to_string_lossy().into_owned(),
+                q.iter().zip(&e).map(|(a, b)| a * b).sum(),
+            )
+        })
+        .collect();
+    expected.sort_by(|a, b| b.1.total_cmp(&a.1));
+
+    let got = search_json(&col, &["--text", query, "--top-k", "12"]);
+    let results = got[0]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 12);
+    for (i, (r, (path, score))) in results.iter().zip(&expected).enumerate() {
+        let s = r["score"].as_f64().unwrap() as f32;
+        assert!(
+            (s - score).abs() < 1e-5,
+            "rank {i}: score {s} vs embed's {score}"
+        );
+        // Equal scores may come in either order; distinct ones must not.
+        if expected
+            .iter()
+            .filter(|(_, x)| (x - score).abs() < 1e-6)
+            .count()
+            == 1
+        {
+            assert_eq!(r["path"].as_str().unwrap(), path, "rank {i}");
+        }
+        assert_eq!(r["rank"].as_u64().unwrap() as usize, i + 1);
+        assert_eq!(r["metadata"]["image_path"], r["path"]);
+    }
+
+    // The HNSW index over 12 rows finds the same top 5.
+    let ann = run(&["index", "ann", col.to_str().unwrap()]);
+    assert!(
+        ann.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ann.stderr)
+    );
+    let approx = search_json(&col, &["--text", query, "--top-k", "5", "--ann"]);
+    let ids = |v: &Value| -> Vec<u64> {
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(ids(&approx[0]), ids(&got[0])[..5]);
+}
+
+#[test]
+fn killed_builds_resume_to_the_same_collection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    image_folder(&images, 24);
+    let reference = tmp.path().join("reference");
+    let out = build(&reference, &[&images], &["--part-size", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = snapshot(&reference);
+    assert_eq!(
+        expected
+            .keys()
+            .filter(|k| k.starts_with("metadata/"))
+            .count(),
+        12
+    );
+
+    // A seeded spread of kill times over a run's length, several kills per collection.
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let started = std::time::Instant::now();
+    let out = build(
+        &tmp.path().join("timing"),
+        &[&images],
+        &["--part-size", "2"],
+    );
+    assert!(out.status.success());
+    let full = started.elapsed().as_micros() as u64;
+
+    let mut interrupted = 0;
+    let mut during_writes = 0;
+    let mut collections = 0;
+    while interrupted < 24 {
+        collections += 1;
+        let col = tmp.path().join(format!("killed{collections}"));
+        for attempt in 0.. {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_biomedclip"))
+                .args([
+                    "index",
+                    "build",
+                    "--model",
+                    &model(),
+                    "--part-size",
+                    "2",
+                    "--out",
+                ])
+                .arg(&col)
+                .arg(&images)
+                .env("HF_HUB_OFFLINE", "1")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            if attempt < 3 {
+                std::thread::sleep(Duration::from_micros(next() % (full + 1)));
+                // SAFETY: signalling a child this test started and has not reaped.
+                unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            }
+            let status = child.wait_with_output().unwrap();
+            if status.status.success() {
+                break;
+            }
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(
+                status.status.signal(),
+                Some(libc::SIGKILL),
+                "a run failed on its own: {}",
+                String::from_utf8_lossy(&status.stderr)
+            );
+            interrupted += 1;
+            if mid_write(&col) {
+                during_writes += 1;
+            }
+        }
+        let got = snapshot(&col);
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            expected.keys().collect::<Vec<_>>(),
+            "collection {collections}: other files"
+        );
+        for (name, bytes) in &expected {
+            assert!(
+                got[name] == *bytes,
+                "collection {collections}: {name} differs"
+            );
+        }
+    }
+    assert!(interrupted >= 20, "{interrupted} interrupted runs");
+    eprintln!("{interrupted} runs killed, {during_writes} of them in the middle of writing a part");
+    // Most of a run on the tiny model is writing and flushing parts, so kills land there.
+    assert!(during_writes >= 1, "no kill landed during a part's write");
+}
+
+/// Whether a stopped writer left a part half written: a temporary file, or embeddings whose
+/// metadata (the commit) never landed.
+fn mid_write(col: &Path) -> bool {
+    let names = |sub: &str| -> Vec<String> {
+        std::fs::read_dir(col.join(sub))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let metadata = names("metadata");
+    names("img_emb")
+        .iter()
+        .chain(&metadata)
+        .any(|n| n.contains(".tmp-"))
+        || names("img_emb").iter().any(|n| {
+            let part = n.trim_start_matches("img_emb_").trim_end_matches(".npy");
+            !metadata.contains(&format!("metadata_{part}.parquet"))
+        })
+}
