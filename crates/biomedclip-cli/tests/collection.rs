@@ -237,7 +237,7 @@ fn killed_builds_resume_to_the_same_collection() {
         collections += 1;
         let col = tmp.path().join(format!("killed{collections}"));
         for attempt in 0.. {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_biomedclip"))
+            let child = Command::new(env!("CARGO_BIN_EXE_biomedclip"))
                 .args([
                     "index",
                     "build",
@@ -315,4 +315,317 @@ fn mid_write(col: &Path) -> bool {
             let part = n.trim_start_matches("img_emb_").trim_end_matches(".npy");
             !metadata.contains(&format!("metadata_{part}.parquet"))
         })
+}
+
+fn manifest(col: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(col.join("manifest.json")).unwrap()).unwrap()
+}
+
+/// (path, blake3) of every row, sorted.
+fn rows(col: &Path) -> Vec<(String, String)> {
+    let all = search_json(col, &["--text", "x", "--top-k", "1000"]);
+    let mut out: Vec<(String, String)> = all[0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["path"].as_str().unwrap().to_string(),
+                r["metadata"]["blake3"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn update_embeds_new_and_changed_files_and_drops_deleted_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    let files = image_folder(&images, 10);
+    let col = tmp.path().join("col");
+    assert!(build(&col, &[&images], &["--part-size", "3"])
+        .status
+        .success());
+    assert_eq!(manifest(&col)["rows"], 10);
+
+    // Add two, change one, delete two.
+    std::fs::copy(fixtures().join("images/rgb.tif"), images.join("new1.tif")).unwrap();
+    std::fs::copy(fixtures().join("images/rgb.webp"), images.join("new2.webp")).unwrap();
+    let mut changed = std::fs::read(&files[3]).unwrap();
+    changed.extend_from_slice(b"changed");
+    std::fs::write(&files[3], changed).unwrap();
+    std::fs::remove_file(&files[0]).unwrap();
+    std::fs::remove_file(&files[7]).unwrap();
+
+    let out = run(&[
+        "index",
+        "update",
+        col.to_str().unwrap(),
+        "--model",
+        &model(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("embedded 3, dropped 3"), "{stderr}");
+
+    // The same rows as a fresh build of the folder as it is now.
+    let fresh = tmp.path().join("fresh");
+    assert!(build(&fresh, &[&images], &["--part-size", "3"])
+        .status
+        .success());
+    assert_eq!(rows(&col), rows(&fresh));
+    assert_eq!(manifest(&col)["rows"], 10);
+    // An update with nothing to do embeds nothing.
+    let out = run(&[
+        "index",
+        "update",
+        col.to_str().unwrap(),
+        "--model",
+        &model(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("embedded 0, dropped 0, wrote 0"));
+}
+
+#[test]
+fn shards_fill_one_collection_together() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    image_folder(&images, 16);
+    let whole = tmp.path().join("whole");
+    assert!(build(&whole, &[&images], &["--part-size", "3"])
+        .status
+        .success());
+    let col = tmp.path().join("sharded");
+    let spawn = |k: &str| {
+        Command::new(env!("CARGO_BIN_EXE_biomedclip"))
+            .args([
+                "index",
+                "build",
+                "--model",
+                &model(),
+                "--part-size",
+                "3",
+                "--shard",
+                k,
+                "--out",
+            ])
+            .arg(&col)
+            .arg(&images)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let workers = [spawn("1/2"), spawn("2/2")];
+    for w in workers {
+        let out = w.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(rows(&col), rows(&whole));
+    let parts: Vec<String> = manifest(&col)["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["shard"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        parts.contains(&"1/2".to_string()) && parts.contains(&"2/2".to_string()),
+        "{parts:?}"
+    );
+    // The same score for every file as in the unsharded collection (ids differ: the parts
+    // are in another order).
+    let strip = |v: &Value| -> BTreeMap<String, f64> {
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["path"].as_str().unwrap().to_string(),
+                    r["score"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let a = search_json(&col, &["--text", "x-ray", "--top-k", "16"]);
+    let b = search_json(&whole, &["--text", "x-ray", "--top-k", "16"]);
+    assert_eq!(strip(&a[0]), strip(&b[0]));
+}
+
+#[test]
+fn a_second_writer_is_refused_while_the_first_holds_the_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    image_folder(&images, 3);
+    let col = tmp.path().join("col");
+    assert!(build(&col, &[&images], &[]).status.success());
+    // Hold the collection's lock as a running writer does.
+    let lock = std::fs::File::open(col.join(".locks/collection.lock")).unwrap();
+    lock.lock().unwrap();
+    let out = build(&col, &[&images], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("the collection is being written by another process"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("collection.lock"), "{stderr}");
+    let out = run(&[
+        "index",
+        "update",
+        col.to_str().unwrap(),
+        "--model",
+        &model(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("being written by another process"));
+    drop(lock);
+    assert!(build(&col, &[&images], &[]).status.success());
+}
+
+#[test]
+fn other_models_corrupt_parts_and_bad_filters_get_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    image_folder(&images, 4);
+    let col = tmp.path().join("col");
+    assert!(build(&col, &[&images], &["--part-size", "2"])
+        .status
+        .success());
+    let search = |extra: &[&str]| {
+        let model = model();
+        let mut args = vec!["search", col.to_str().unwrap(), "--model", &model];
+        args.extend_from_slice(extra);
+        let out = run(&args);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // A collection another model made: both are named.
+    let path = col.join("manifest.json");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let mut m: Value = serde_json::from_str(&original).unwrap();
+    m["model"]["name"] = "hf-hub:someone/other-model".into();
+    m["model"]["weights_blake3"] = "0123456789abcdef".repeat(4).into();
+    std::fs::write(&path, m.to_string()).unwrap();
+    let (ok, err) = search(&["--text", "x"]);
+    assert!(!ok);
+    assert!(
+        err.contains("embedded by model hf-hub:someone/other-model (weights 0123456789ab)"),
+        "{err}"
+    );
+    assert!(err.contains("tiny-model"), "{err}");
+    let out = build(&col, &[&images], &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hf-hub:someone/other-model"));
+    std::fs::write(&path, &original).unwrap();
+
+    // A filter naming a column that does not exist.
+    let (ok, err) = search(&["--text", "x", "--where", "modalty = 'CT'"]);
+    assert!(
+        !ok && err.contains("no column \"modalty\"") && err.contains("modality"),
+        "{err}"
+    );
+
+    // A truncated embeddings file.
+    let npy = col.join("img_emb/img_emb_1.npy");
+    let bytes = std::fs::read(&npy).unwrap();
+    std::fs::write(&npy, &bytes[..bytes.len() - 10]).unwrap();
+    let (ok, err) = search(&["--text", "x"]);
+    assert!(
+        !ok && err.contains("img_emb_1.npy") && err.contains("truncated"),
+        "{err}"
+    );
+    let out = build(&col, &[&images], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("img_emb_1.npy"),
+        "{stderr}"
+    );
+    std::fs::write(&npy, &bytes).unwrap();
+
+    // Metadata that is not Parquet.
+    std::fs::write(col.join("metadata/metadata_0.parquet"), b"not parquet").unwrap();
+    let (ok, err) = search(&["--text", "x"]);
+    assert!(
+        !ok && err.contains("metadata_0.parquet") && err.contains("Parquet"),
+        "{err}"
+    );
+
+    // No collection at all.
+    let (ok, err) = {
+        let out = run(&[
+            "search",
+            tmp.path().to_str().unwrap(),
+            "--model",
+            &model(),
+            "--text",
+            "x",
+        ]);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert!(!ok && err.contains("no collection here"), "{err}");
+}
+
+#[test]
+fn csv_inputs_keep_their_columns_and_captions_are_searchable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    let files = image_folder(&images, 4);
+    let csv = tmp.path().join("list.csv");
+    let mut text = String::from("path,caption,stain\n");
+    for (i, f) in files.iter().enumerate() {
+        let rel = f
+            .strip_prefix(tmp.path())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let stain = if i % 2 == 0 { "H&E" } else { "IHC" };
+        text.push_str(&format!(
+            "{rel},\"figure {i}, a \"\"{stain}\"\" slide\",{stain}\n"
+        ));
+    }
+    // A DICOM file through the CSV too, for its tags.
+    let dcm = fixtures().join("dicom/CT_small.dcm");
+    text.push_str(&format!("{},a CT slice,\n", dcm.display()));
+    std::fs::write(&csv, text).unwrap();
+    let col = tmp.path().join("col");
+    let out = build(&col, &[&csv], &["--dtype", "f16"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = manifest(&col);
+    assert_eq!(m["dtype"], "f16");
+    assert_eq!(m["captions"], true);
+    assert_eq!(m["extra_columns"], serde_json::json!(["stain"]));
+    assert!(col.join("text_emb/text_emb_0.npy").is_file());
+
+    let ihc = search_json(
+        &col,
+        &["--text", "x", "--top-k", "10", "--where", "stain = 'IHC'"],
+    );
+    let got = ihc[0]["results"].as_array().unwrap();
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|r| r["metadata"]["stain"] == "IHC"));
+    let ct = search_json(&col, &["--text", "x", "--where", "modality = 'CT'"]);
+    let got = ct[0]["results"].as_array().unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["metadata"]["caption"], "a CT slice");
+    // Searching the captions: a caption's own text ranks it first.
+    let own = search_json(
+        &col,
+        &["--text", "a CT slice", "--captions", "--top-k", "1"],
+    );
+    assert_eq!(own[0]["results"][0]["metadata"]["caption"], "a CT slice");
+    assert!(own[0]["results"][0]["score"].as_f64().unwrap() > 0.999);
 }
