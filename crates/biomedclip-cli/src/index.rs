@@ -151,19 +151,22 @@ fn ann_args(cmd: Command) -> Command {
     )
 }
 
+/// `build` and `update` arguments.
+pub struct BuildArgs {
+    /// Shared options.
+    common: Common,
+    /// Image options.
+    images: ImageOptions,
+    /// What to build.
+    options: BuildOptions,
+    /// Then the HNSW index, with these parameters.
+    ann: Option<AnnParams>,
+}
+
 /// Parsed `index` arguments.
 pub enum Index {
     /// `build` or `update`.
-    Build {
-        /// Shared options.
-        common: Common,
-        /// Image options.
-        images: ImageOptions,
-        /// What to build.
-        options: BuildOptions,
-        /// Then the HNSW index, with these parameters.
-        ann: Option<AnnParams>,
-    },
+    Build(Box<BuildArgs>),
     /// `ann`.
     Ann {
         /// The collection.
@@ -193,7 +196,7 @@ pub fn parse(m: &ArgMatches) -> Result<Index> {
                 .get_one::<String>("shard")
                 .map_or(Ok(Shard::ALL), |s| s.parse())?;
             let images = image_options(m)?;
-            Ok(Index::Build {
+            Ok(Index::Build(Box::new(BuildArgs {
                 common: common(m)?,
                 options: BuildOptions {
                     root: m.get_one::<PathBuf>("out").expect("required").clone(),
@@ -213,7 +216,7 @@ pub fn parse(m: &ArgMatches) -> Result<Index> {
                 },
                 images,
                 ann: m.get_flag("ann").then(|| ann_params(m)).transpose()?,
-            })
+            })))
         }
         Some(("update", m)) => {
             let dir = m.get_one::<PathBuf>("dir").expect("required").clone();
@@ -224,7 +227,7 @@ pub fn parse(m: &ArgMatches) -> Result<Index> {
             if m.value_source("precision") == Some(clap::parser::ValueSource::DefaultValue) {
                 common.precision = manifest.precision.parse()?;
             }
-            Ok(Index::Build {
+            Ok(Index::Build(Box::new(BuildArgs {
                 common,
                 images: ImageOptions {
                     glob: manifest.glob.clone(),
@@ -243,7 +246,7 @@ pub fn parse(m: &ArgMatches) -> Result<Index> {
                     update: true,
                 },
                 ann: m.get_flag("ann").then(|| ann_params(m)).transpose()?,
-            })
+            })))
         }
         Some(("ann", m)) => Ok(Index::Ann {
             dir: m.get_one::<PathBuf>("dir").expect("required").clone(),
@@ -282,17 +285,17 @@ fn build_ann(dir: &std::path::Path, params: &AnnParams) -> Result<()> {
 
 /// Runs it.
 pub fn run(index: Index) -> Result<ExitCode> {
-    let (common, images, options, ann) = match index {
+    let BuildArgs {
+        common,
+        images,
+        options,
+        ann,
+    } = match index {
         Index::Ann { dir, params } => {
             build_ann(&dir, &params)?;
             return Ok(ExitCode::SUCCESS);
         }
-        Index::Build {
-            common,
-            images,
-            options,
-            ann,
-        } => (common, images, options, ann),
+        Index::Build(args) => *args,
     };
     let (files, mut model) = common.load_model_and_files()?;
     images.apply(&mut model);
