@@ -1,12 +1,17 @@
 //! `biomedclip serve`: the HTTP service (the `biomedclip-server` crate) on one model.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use biomedclip_collection::ann::Ann;
+use biomedclip_collection::{model_id, Collection};
+use biomedclip_server::routes::search::ServedCollection;
 use biomedclip_server::ServerConfig;
-use clap::{Arg, ArgMatches, Command};
+use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::options::{common, common_args, image_options, rendering_args, Common, ImageOptions};
 
@@ -20,6 +25,8 @@ pub struct Serve {
     pub addr: SocketAddr,
     /// Limits and options of the server.
     pub config: ServerConfig,
+    /// `--collection NAME=DIR`, in order.
+    pub collections: Vec<(String, PathBuf)>,
 }
 
 fn number(name: &'static str, value: &'static str, help: &'static str) -> Arg {
@@ -104,6 +111,16 @@ pub fn command() -> Command {
                 "Label prompts whose text embeddings /classify keeps",
             ))
             .arg(
+                Arg::new("collection")
+                    .long("collection")
+                    .value_name("NAME=DIR")
+                    .action(ArgAction::Append)
+                    .help(
+                        "Serve a collection made by `biomedclip index build` for POST /search \
+                         and the page's search tab (repeatable)",
+                    ),
+            )
+            .arg(
                 Arg::new("api-key")
                     .long("api-key")
                     .value_name("KEY")
@@ -143,12 +160,31 @@ pub fn parse(m: &ArgMatches) -> Result<Serve> {
             .get_one::<Duration>("request-timeout")
             .expect("has a default"),
         label_cache: n("label-cache"),
+        collections: Vec::new(),
     };
+    let mut collections: Vec<(String, PathBuf)> = Vec::new();
+    for spec in m.get_many::<String>("collection").into_iter().flatten() {
+        let Some((name, dir)) = spec.split_once('=') else {
+            bail!("--collection {spec:?}: expected NAME=DIR");
+        };
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            bail!("--collection {spec:?}: the name must be letters, digits, '-', '_' or '.'");
+        }
+        if collections.iter().any(|(n, _)| n == name) {
+            bail!("--collection {name:?} is given twice");
+        }
+        collections.push((name.to_string(), PathBuf::from(dir)));
+    }
     Ok(Serve {
         common,
         image_options,
         addr: SocketAddr::new(ip, port),
         config,
+        collections,
     })
 }
 
@@ -169,9 +205,58 @@ async fn shutdown_signal() {
     eprintln!("shutting down: finishing the requests in flight");
 }
 
+/// Opens the collections and checks each was embedded by the model served.
+fn open_collections(
+    common: &Common,
+    specs: &[(String, PathBuf)],
+) -> Result<Vec<Arc<ServedCollection>>> {
+    if specs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let files = common
+        .model
+        .resolve()
+        .with_context(|| format!("cannot load model {}", common.model))?;
+    let id = model_id(&common.model.to_string(), &files)?;
+    let mut out = Vec::new();
+    for (name, dir) in specs {
+        let collection = Collection::open(dir)
+            .with_context(|| format!("--collection {name}: cannot open {}", dir.display()))?;
+        collection
+            .check_model(&id)
+            .with_context(|| format!("--collection {name}"))?;
+        let ann = match Ann::open(&collection) {
+            Ok(ann) => Some(ann),
+            Err(e) => {
+                if collection.layout().ann().1.exists() {
+                    eprintln!("warning: --collection {name}: {e}; serving exact search only");
+                }
+                None
+            }
+        };
+        eprintln!(
+            "collection {name}: {} rows from {}{}",
+            collection.len(),
+            dir.display(),
+            if ann.is_some() {
+                " (with its HNSW index)"
+            } else {
+                ""
+            }
+        );
+        out.push(Arc::new(ServedCollection {
+            name: name.clone(),
+            collection,
+            ann,
+        }));
+    }
+    Ok(out)
+}
+
 /// Runs the server until SIGINT or SIGTERM.
-pub fn run(args: Serve) -> Result<ExitCode> {
+pub fn run(mut args: Serve) -> Result<ExitCode> {
     args.common.configure_threads()?;
+    args.config.collections = open_collections(&args.common, &args.collections)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("biomedclip-http")

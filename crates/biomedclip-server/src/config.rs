@@ -1,8 +1,11 @@
 //! What an operator sets when starting the server.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use biomedclip::image::MAX_IMAGE_PIXELS;
+
+use crate::routes::search::ServedCollection;
 
 /// The server's limits and options (the `biomedclip serve` flags).
 #[derive(Debug, Clone)]
@@ -27,6 +30,9 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Label prompts whose text embeddings `/classify` keeps (least recently used out).
     pub label_cache: usize,
+    /// Collections `/search` searches (`--collection NAME=DIR`), opened and checked against
+    /// the model.
+    pub collections: Vec<Arc<ServedCollection>>,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +48,7 @@ impl Default for ServerConfig {
             api_key: None,
             request_timeout: Duration::from_secs(60),
             label_cache: 4096,
+            collections: Vec::new(),
         }
     }
 }

@@ -25,6 +25,8 @@ pub enum ApiError {
     TooLarge(String),
     /// Missing or wrong API key: 401.
     Unauthorized,
+    /// No such collection or item: 404.
+    NotFound(String),
     /// Every request slot is taken: 429, with `Retry-After`.
     Overloaded,
     /// The model is still loading: 503, with `Retry-After`.
@@ -49,7 +51,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// What went wrong, naming the input.
     pub message: String,
-    /// `invalid_request_error`, `payload_too_large`, `authentication_error`,
+    /// `invalid_request_error`, `payload_too_large`, `authentication_error`, `not_found`,
     /// `rate_limit_error`, `unavailable`, `timeout` or `server_error`.
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -78,6 +80,7 @@ impl ApiError {
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Loading | ApiError::ShuttingDown | ApiError::Timeout(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -110,6 +113,7 @@ impl ApiError {
                 "missing or wrong API key: send `Authorization: Bearer <key>`".into(),
                 "authentication_error",
             ),
+            ApiError::NotFound(m) => detail(m.clone(), "not_found"),
             ApiError::Overloaded => detail(
                 "every request slot is taken (--max-concurrent-requests); retry later".into(),
                 "rate_limit_error",

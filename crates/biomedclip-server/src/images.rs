@@ -153,6 +153,14 @@ fn prepare_one(
 
 /// An 8-bit RGB image as a `data:image/png;base64,` URI.
 fn png_data_uri(width: usize, height: usize, rgb: &[u8]) -> String {
+    format!(
+        "data:image/png;base64,{}",
+        BASE64.encode(png_bytes(width, height, rgb))
+    )
+}
+
+/// An 8-bit RGB image as PNG.
+pub fn png_bytes(width: usize, height: usize, rgb: &[u8]) -> Vec<u8> {
     let mut png = Vec::new();
     {
         let mut encoder = png::Encoder::new(&mut png, width as u32, height as u32);
@@ -161,5 +169,5 @@ fn png_data_uri(width: usize, height: usize, rgb: &[u8]) -> String {
         let mut writer = encoder.write_header().expect("PNG header into memory");
         writer.write_image_data(rgb).expect("PNG data into memory");
     }
-    format!("data:image/png;base64,{}", BASE64.encode(png))
+    png
 }

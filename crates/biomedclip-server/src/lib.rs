@@ -1,6 +1,7 @@
 //! BiomedCLIP as an HTTP service (`biomedclip serve`): image and text embeddings, OpenAI's
-//! embeddings API, zero-shot classification, a web page, health, info, Prometheus metrics
-//! and an OpenAPI document. BiomedCLIP is a research model, not for clinical use.
+//! embeddings API, zero-shot classification, search over collections made by `biomedclip
+//! index build`, a web page, health, info, Prometheus metrics and an OpenAPI document.
+//! BiomedCLIP is a research model, not for clinical use.
 //!
 //! The data flow, one module a stage:
 //! - a request body (JSON or a multipart form) -> typed fields and uploads: [`extract`];
@@ -45,12 +46,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         // infinity's path for the same API.
         .route("/embeddings", post(routes::openai::embeddings))
         .route("/classify", post(routes::classify::classify))
+        .route("/search", post(routes::search::search))
+        .route(
+            "/collections/{name}/items/{id}/image",
+            get(routes::search::item_image),
+        )
         .route_layer(from_fn_with_state(
             Arc::clone(&state),
             middleware::take_slot,
         ));
     let keyed = work
         .route("/info", get(routes::meta::info))
+        .route("/collections", get(routes::search::list))
         .route_layer(from_fn_with_state(
             Arc::clone(&state),
             middleware::require_key,

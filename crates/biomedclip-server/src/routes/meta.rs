@@ -151,14 +151,17 @@ impl Modify for ApiKeyScheme {
 #[openapi(
     info(
         title = "biomedclip",
-        description = "BiomedCLIP image and text embeddings, OpenAI-compatible embeddings and \
-                       zero-shot classification. BiomedCLIP is a research model: for research \
+        description = "BiomedCLIP image and text embeddings, OpenAI-compatible embeddings, \
+                       zero-shot classification and search over collections. BiomedCLIP is a research model: for research \
                        only, not for clinical use."
     ),
     paths(
         crate::routes::embed::embed,
         crate::routes::openai::embeddings,
         crate::routes::classify::classify,
+        crate::routes::search::search,
+        crate::routes::search::list,
+        crate::routes::search::item_image,
         health,
         info,
         metrics

@@ -5,6 +5,7 @@ pub mod classify;
 pub mod embed;
 pub mod meta;
 pub mod openai;
+pub mod search;
 
 use std::sync::Arc;
 
