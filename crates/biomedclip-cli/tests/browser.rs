@@ -1,6 +1,8 @@
 //! The web page in a real browser: Debian's `chromium` driven headless through
 //! `chromedriver` (WebDriver, via fantoccini). A fixture image is uploaded, labels entered,
-//! and the ranking the page shows must equal `biomedclip classify --json`'s.
+//! and the ranking the page shows must equal `biomedclip classify --json`'s; then the search
+//! tab queries a collection and must show `biomedclip search --json`'s results, with their
+//! images.
 //!
 //! Needs `chromium` and `chromium-driver`; without them the test says so and passes, unless
 //! `BIOMEDCLIP_REQUIRE_BROWSER=1` (set by CI) makes it fail. `BIOMEDCLIP_SCREENSHOT=PATH`
@@ -58,7 +60,38 @@ fn the_page_ranks_labels_as_the_cli_does() {
         eprintln!("SKIPPED: chromium or chromedriver not installed (apt-get install chromium chromium-driver)");
         return;
     };
-    let server = Server::start(&[]);
+    let collection = tempfile::tempdir().unwrap();
+    let built = Command::new(env!("CARGO_BIN_EXE_biomedclip"))
+        .args(["index", "build", "--model", &tiny_model(), "--out"])
+        .arg(collection.path())
+        .arg(fixtures().join("images"))
+        .output()
+        .unwrap();
+    // One fixture is deliberately not an image; the rest are in.
+    assert!(
+        String::from_utf8_lossy(&built.stderr).contains("rows"),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let query = "hematoxylin and eosin histopathology";
+    let searched = Command::new(env!("CARGO_BIN_EXE_biomedclip"))
+        .args([
+            "search",
+            "--json",
+            "--top-k",
+            "6",
+            "--model",
+            &tiny_model(),
+            "--text",
+            query,
+        ])
+        .arg(collection.path())
+        .output()
+        .unwrap();
+    assert!(searched.status.success());
+    let want_hits: serde_json::Value = serde_json::from_slice(&searched.stdout).unwrap();
+    let spec = format!("demo={}", collection.path().display());
+    let server = Server::start(&["--collection", &spec]);
     let port = free_port();
     let _driver = Driver(
         Command::new(&driver)
@@ -170,7 +203,63 @@ fn the_page_ranks_labels_as_the_cli_does() {
                 .unwrap();
             std::fs::write(path, client.screenshot().await.unwrap()).unwrap();
         }
+
+        // The search tab.
+        client.find(Locator::Id("tab-search")).await.unwrap().click().await.unwrap();
+        client
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Css("#collection option"))
+            .await
+            .unwrap();
+        client.find(Locator::Id("query")).await.unwrap().send_keys(query).await.unwrap();
+        let top = client.find(Locator::Id("top-k")).await.unwrap();
+        top.clear().await.unwrap();
+        top.send_keys("6").await.unwrap();
+        client.find(Locator::Id("search")).await.unwrap().click().await.unwrap();
+        client
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Css(".hit"))
+            .await
+            .unwrap();
+        let mut hits = Vec::new();
+        for card in client.find_all(Locator::Css(".hit")).await.unwrap() {
+            let id: u64 = card.attr("data-id").await.unwrap().unwrap().parse().unwrap();
+            let score: f64 = card.attr("data-score").await.unwrap().unwrap().parse().unwrap();
+            hits.push((id, score));
+        }
+        // Every thumbnail arrives (fetched with the page's headers, shown as a blob).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let loaded = client
+                .execute(
+                    "return Array.from(document.querySelectorAll('.hit img')).filter(i => i.src.startsWith('blob:') && i.complete && i.naturalWidth > 0).length;",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            if loaded.as_u64() == Some(hits.len() as u64) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "thumbnails did not load: {loaded}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if let Some(path) = std::env::var_os("BIOMEDCLIP_SEARCH_SCREENSHOT") {
+            std::fs::write(path, client.screenshot().await.unwrap()).unwrap();
+        }
         client.close().await.unwrap();
+        let want: Vec<(u64, f64)> = want_hits["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["id"].as_u64().unwrap(), r["score"].as_f64().unwrap()))
+            .collect();
+        assert_eq!(hits.len(), want.len());
+        for (got, want) in hits.iter().zip(&want) {
+            assert_eq!(got.0, want.0, "search results differ: {hits:?} vs {want:?}");
+            assert!((got.1 - want.1).abs() <= 1e-6, "{got:?} vs {want:?}");
+        }
         shown
     });
     assert_eq!(shown.len(), want.len());
