@@ -13,6 +13,7 @@ tools/bench/requirements-search.txt`.
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -24,8 +25,9 @@ EXAMPLE = ROOT / "target/release/examples/search_bench"
 K = 10
 
 
-def rust(*args):
-    done = subprocess.run([str(EXAMPLE), *map(str, args)], check=True, capture_output=True, text=True)
+def rust(*args, quantization=None):
+    env = dict(os.environ, QUANT=quantization) if quantization else None
+    done = subprocess.run([str(EXAMPLE), *map(str, args)], check=True, capture_output=True, text=True, env=env)
     return json.loads(done.stdout)
 
 
@@ -62,7 +64,7 @@ def faiss_exact(folder):
     return {"rows": base.shape[0], "b1_ms": b1, "b64_ms": b64, "peak_rss_mb": peak_rss_mb()}
 
 
-def faiss_hnsw(folder, m, ef_construction, efs):
+def faiss_hnsw(folder, m, ef_construction, efs, storage):
     import faiss
     import numpy as np
 
@@ -72,7 +74,10 @@ def faiss_hnsw(folder, m, ef_construction, efs):
     flat.add(base)
     _, truth = flat.search(queries, K)
     del flat
-    index = faiss.IndexHNSWFlat(base.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+    if storage == "f16":
+        index = faiss.IndexHNSWSQ(base.shape[1], faiss.ScalarQuantizer.QT_fp16, m, faiss.METRIC_INNER_PRODUCT)
+    else:
+        index = faiss.IndexHNSWFlat(base.shape[1], m, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = ef_construction
     t = time.perf_counter()
     index.add(base)
@@ -114,7 +119,7 @@ def main():
         if mode == "exact":
             print(json.dumps(faiss_exact(Path(rest[0]))))
         else:
-            print(json.dumps(faiss_hnsw(Path(rest[0]), int(rest[1]), int(rest[2]), [int(e) for e in rest[3].split(",")])))
+            print(json.dumps(faiss_hnsw(Path(rest[0]), int(rest[1]), int(rest[2]), [int(e) for e in rest[3].split(",")], rest[4])))
         return
     if not EXAMPLE.exists():
         sys.exit("build it first: cargo build --release -p biomedclip-collection --example search_bench")
@@ -128,12 +133,16 @@ def main():
     ours_exact = rust("exact", flat)
     theirs_exact = child("exact", flat)
     efs = [int(e) for e in a.efs.split(",")]
-    ours_hnsw = rust("hnsw", hnsw, a.m, a.ef_construction, *efs)
-    theirs_hnsw = child("hnsw", hnsw, a.m, a.ef_construction, a.efs)
+    hnsw_runs = {}
+    for storage in ("f32", "f16"):
+        hnsw_runs[storage] = (
+            rust("hnsw", hnsw, a.m, a.ef_construction, *efs, quantization=storage),
+            child("hnsw", hnsw, a.m, a.ef_construction, a.efs, storage),
+        )
 
     flags = [f for f in open("/proc/cpuinfo").read().split("flags\t\t: ")[1].split("\n")[0].split() if f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16")]
     model = open("/proc/cpuinfo").read().split("model name\t: ")[1].split("\n")[0]
-    print(f"CPU: {model}, {len(__import__('os').sched_getaffinity(0))} cores, flags {' '.join(flags)}; faiss-cpu {faiss.__version__}")
+    print(f"CPU: {model}, {len(os.sched_getaffinity(0))} cores, flags {' '.join(flags)}; faiss-cpu {faiss.__version__}")
     print()
     print(f"Exact top-{K}, {ours_exact['rows']:,} x 512 f32, {a.queries} queries")
     print()
@@ -142,19 +151,21 @@ def main():
     for key, name in [("b1_ms", "latency, batch 1 (ms)"), ("b64_ms", "latency, batch 64 (ms)")]:
         print(f"| {name} | {ours_exact[key]:.1f} | {theirs_exact[key]:.1f} | {theirs_exact[key] / ours_exact[key]:.2f} |")
     print(f"| peak RSS (MB) | {ours_exact['peak_rss_mb']:.0f} | {theirs_exact['peak_rss_mb']:.0f} | |")
-    print()
-    print(f"HNSW, {ours_hnsw['rows']:,} x 512, M {a.m}, efConstruction {a.ef_construction}, f32 vectors")
-    print()
-    print("| ef | biomedclip QPS | recall@10 | faiss QPS | recall@10 |")
-    print("|---:|---:|---:|---:|---:|")
-    for o, t in zip(ours_hnsw["runs"], theirs_hnsw["runs"]):
-        print(f"| {o['ef']} | {o['qps']:.0f} | {o['recall_at_10']:.4f} | {t['qps']:.0f} | {t['recall_at_10']:.4f} |")
-    print()
-    o95, t95 = first_at(ours_hnsw["runs"], 0.95), first_at(theirs_hnsw["runs"], 0.95)
-    print(f"- build: biomedclip {ours_hnsw['build_s']:.1f} s, faiss {theirs_hnsw['build_s']:.1f} s (faiss / ours {theirs_hnsw['build_s'] / ours_hnsw['build_s']:.2f})")
-    if o95 and t95:
-        print(f"- QPS at the first ef reaching recall@10 >= 0.95: biomedclip {o95['qps']:.0f} (ef {o95['ef']}), faiss {t95['qps']:.0f} (ef {t95['ef']}), ours / faiss {o95['qps'] / t95['qps']:.2f}")
-    print(f"- peak RSS: biomedclip {ours_hnsw['peak_rss_mb']:.0f} MB, faiss {theirs_hnsw['peak_rss_mb']:.0f} MB (faiss also holds a flat index for the ground truth)")
+    for storage, (ours, theirs) in hnsw_runs.items():
+        peer = "IndexHNSWFlat" if storage == "f32" else "IndexHNSWSQ (QT_fp16)"
+        print()
+        print(f"HNSW, {ours['rows']:,} x 512, M {a.m}, efConstruction {a.ef_construction}, {storage} vectors: usearch ({ours['simd']} kernels) against faiss {peer}")
+        print()
+        print("| ef | biomedclip QPS | recall@10 | faiss QPS | recall@10 |")
+        print("|---:|---:|---:|---:|---:|")
+        for o, t in zip(ours["runs"], theirs["runs"]):
+            print(f"| {o['ef']} | {o['qps']:.0f} | {o['recall_at_10']:.4f} | {t['qps']:.0f} | {t['recall_at_10']:.4f} |")
+        print()
+        o95, t95 = first_at(ours["runs"], 0.95), first_at(theirs["runs"], 0.95)
+        print(f"- build: biomedclip {ours['build_s']:.1f} s, faiss {theirs['build_s']:.1f} s (faiss / ours {theirs['build_s'] / ours['build_s']:.2f})")
+        if o95 and t95:
+            print(f"- QPS at the first ef reaching recall@10 >= 0.95: biomedclip {o95['qps']:.0f} (ef {o95['ef']}), faiss {t95['qps']:.0f} (ef {t95['ef']}), ours / faiss {o95['qps'] / t95['qps']:.2f}")
+        print(f"- peak RSS: biomedclip {ours['peak_rss_mb']:.0f} MB, faiss {theirs['peak_rss_mb']:.0f} MB (faiss also held a flat index for the ground truth)")
 
 
 if __name__ == "__main__":

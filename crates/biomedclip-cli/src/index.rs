@@ -299,7 +299,7 @@ pub fn run(index: Index) -> Result<ExitCode> {
     };
     let (files, mut model) = common.load_model_and_files()?;
     images.apply(&mut model);
-    let id = model_id(&common.model.to_string(), &files)
+    let id = model_id(&common.model_name(), &files)
         .with_context(|| format!("cannot hash the weights of {}", common.model))?;
     let mut progress: Option<ProgressBar> = None;
     let report = build(&model, &id, &options, &mut |event| match event {

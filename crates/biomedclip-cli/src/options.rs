@@ -29,6 +29,18 @@ pub struct Common {
 }
 
 impl Common {
+    /// The model as a collection's manifest names it: `hf-hub:<repo>`, or a folder's absolute
+    /// path (so the name means the same from any working directory).
+    pub fn model_name(&self) -> String {
+        match &self.model {
+            ModelSource::Local(dir) => std::path::absolute(dir)
+                .unwrap_or_else(|_| dir.clone())
+                .display()
+                .to_string(),
+            hub => hub.to_string(),
+        }
+    }
+
     /// Configures the thread pools, then loads the model.
     pub fn load_model(&self) -> Result<BiomedClip> {
         Ok(self.load_model_and_files()?.1)

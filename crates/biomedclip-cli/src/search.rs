@@ -160,7 +160,7 @@ pub fn run(args: Search) -> Result<ExitCode> {
     let ann = args.ann.then(|| Ann::open(&collection)).transpose()?;
     let (files, mut model) = args.common.load_model_and_files()?;
     args.images.apply(&mut model);
-    let id = model_id(&args.common.model.to_string(), &files)?;
+    let id = model_id(&args.common.model_name(), &files)?;
     collection.check_model(&id)?;
 
     let mut vectors = Vec::with_capacity(args.queries.len());

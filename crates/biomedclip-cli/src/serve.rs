@@ -217,7 +217,7 @@ fn open_collections(
         .model
         .resolve()
         .with_context(|| format!("cannot load model {}", common.model))?;
-    let id = model_id(&common.model.to_string(), &files)?;
+    let id = model_id(&common.model_name(), &files)?;
     let mut out = Vec::new();
     for (name, dir) in specs {
         let collection = Collection::open(dir)

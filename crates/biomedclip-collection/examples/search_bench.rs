@@ -107,7 +107,10 @@ fn write_collection(dir: &Path, values: &[f32]) {
 
 fn queries(dir: &Path) -> Vec<Vec<f32>> {
     let m = Matrix::open(&dir.join("queries.npy")).unwrap();
-    m.rows_f32(0..m.rows()).chunks(DIM).map(<[f32]>::to_vec).collect()
+    m.rows_f32(0..m.rows())
+        .chunks(DIM)
+        .map(<[f32]>::to_vec)
+        .collect()
 }
 
 fn peak_rss_mb() -> f64 {
@@ -122,7 +125,9 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn ids(hits: &[Vec<Hit>]) -> Vec<Vec<usize>> {
-    hits.iter().map(|h| h.iter().map(|x| x.id).collect()).collect()
+    hits.iter()
+        .map(|h| h.iter().map(|x| x.id).collect())
+        .collect()
 }
 
 fn main() {
@@ -143,7 +148,8 @@ fn main() {
             let base = clustered(&mut rng, &centres, rows);
             write_collection(&dir, &base);
             let q = clustered(&mut rng, &centres, nq);
-            let mut file = std::io::BufWriter::new(std::fs::File::create(dir.join("queries.npy")).unwrap());
+            let mut file =
+                std::io::BufWriter::new(std::fs::File::create(dir.join("queries.npy")).unwrap());
             npy::write(&mut file, Dtype::F32, DIM, &q).unwrap();
         }
         "exact" => {
@@ -156,13 +162,27 @@ fn main() {
             let singles = 100.min(q.len());
             let t = Instant::now();
             for query in &q[..singles] {
-                exact(&collection, std::slice::from_ref(query), K, Target::Images, None).unwrap();
+                exact(
+                    &collection,
+                    std::slice::from_ref(query),
+                    K,
+                    Target::Images,
+                    None,
+                )
+                .unwrap();
             }
             let b1_ms = t.elapsed().as_secs_f64() * 1000.0 / singles as f64;
             let batches = (q.len() / 64).min(10);
             let t = Instant::now();
             for b in 0..batches {
-                exact(&collection, &q[b * 64..(b + 1) * 64], K, Target::Images, None).unwrap();
+                exact(
+                    &collection,
+                    &q[b * 64..(b + 1) * 64],
+                    K,
+                    Target::Images,
+                    None,
+                )
+                .unwrap();
             }
             let b64_ms = t.elapsed().as_secs_f64() * 1000.0 / batches as f64;
             println!(
@@ -182,7 +202,9 @@ fn main() {
                 connectivity: m,
                 expansion_add: ef_construction,
                 expansion_search: 64,
-                quantization: Quantization::F32,
+                quantization: std::env::var("QUANT")
+                    .ok()
+                    .map_or(Quantization::F32, |q| q.parse().unwrap()),
             };
             let t = Instant::now();
             ann::build(&collection, &params, &|_| {}).unwrap();
@@ -205,7 +227,8 @@ fn main() {
             println!(
                 "{}",
                 json!({"rows": collection.len(), "m": m, "ef_construction": ef_construction,
-                       "build_s": build_s, "runs": runs, "peak_rss_mb": peak_rss_mb()})
+                       "build_s": build_s, "runs": runs, "peak_rss_mb": peak_rss_mb(),
+                       "simd": index.hardware_acceleration()})
             );
         }
         other => panic!("unknown mode {other}: generate, exact or hnsw"),

@@ -216,6 +216,11 @@ impl Ann {
         Ok(Ann { index, info })
     }
 
+    /// The SIMD kernels usearch picked for this CPU (e.g. `skylake`, `serial`).
+    pub fn hardware_acceleration(&self) -> String {
+        self.index.hardware_acceleration()
+    }
+
     /// What it covers.
     pub fn info(&self) -> &AnnInfo {
         &self.info

@@ -9,7 +9,7 @@
 //! The data flow, one module a stage:
 //! - inputs (files, folders, CSVs, captions) -> a sorted, deduplicated list: [`inputs`];
 //! - the list -> parts of embeddings and metadata, written atomically, resumable, by shards:
-//!   [`build`] (through [`npy`], [`metadata`], [`atomic`], [`lock`], [`layout`],
+//!   [`build`](mod@build) (through [`npy`], [`metadata`], [`atomic`], [`lock`], [`layout`],
 //!   [`manifest`]);
 //! - parts -> an opened, checked collection: [`collection`];
 //! - queries -> top-k rows, exactly ([`search`]) or through an HNSW graph ([`ann`]),
