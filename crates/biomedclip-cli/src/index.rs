@@ -195,6 +195,12 @@ pub fn parse(m: &ArgMatches) -> Result<Index> {
             let shard: Shard = m
                 .get_one::<String>("shard")
                 .map_or(Ok(Shard::ALL), |s| s.parse())?;
+            if shard != Shard::ALL && m.get_flag("ann") {
+                bail!(
+                    "--ann with --shard: each worker sees only its share; build the HNSW index \
+                     once all shards are done, with `biomedclip index ann DIR`"
+                );
+            }
             let images = image_options(m)?;
             Ok(Index::Build(Box::new(BuildArgs {
                 common: common(m)?,

@@ -377,6 +377,15 @@ fn update_embeds_new_and_changed_files_and_drops_deleted_ones() {
         .success());
     assert_eq!(rows(&col), rows(&fresh));
     assert_eq!(manifest(&col)["rows"], 10);
+    // A later build from other inputs (or in other parts) is refused: update would forget them.
+    let out = build(&col, &[&fresh], &["--part-size", "3"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("a later build must repeat"),
+        "{stderr}"
+    );
+    let out = build(&col, &[&images], &["--part-size", "4"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--part-size 3, this run gives 4"));
     // An update with nothing to do embeds nothing.
     let out = run(&[
         "index",
@@ -541,7 +550,7 @@ fn other_models_corrupt_parts_and_bad_filters_get_clear_errors() {
         !ok && err.contains("img_emb_1.npy") && err.contains("truncated"),
         "{err}"
     );
-    let out = build(&col, &[&images], &[]);
+    let out = build(&col, &[&images], &["--part-size", "2"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && stderr.contains("img_emb_1.npy"),

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 use crate::atomic::{temp_path, write_bytes_atomic};
-use crate::collection::{Collection, Target};
+use crate::collection::Collection;
 use crate::error::{Error, Result};
 use crate::search::{Hit, TopK};
 
@@ -103,6 +103,11 @@ fn options(dim: usize, params: &AnnParams) -> IndexOptions {
     }
 }
 
+/// Creates an index for `params`.
+fn new_index(dim: usize, params: &AnnParams) -> Result<Index> {
+    Index::new(&options(dim, params)).map_err(|e| usearch_error("cannot create", e))
+}
+
 fn usearch_error(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Invalid(format!("HNSW index: {what}: {e}"))
 }
@@ -115,7 +120,7 @@ pub fn build(
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<AnnInfo> {
     let dim = collection.dim();
-    let index = Index::new(&options(dim, params)).map_err(|e| usearch_error("cannot create", e))?;
+    let index = new_index(dim, params)?;
     let threads = rayon::current_num_threads();
     index
         .reserve_capacity_and_threads(collection.len().max(1), threads)
@@ -142,6 +147,14 @@ pub fn build(
     let (path, info_path) = collection.layout().ann();
     let dir = path.parent().expect("ann/ folder");
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    // A graph-in-progress of a stopped `index ann` can be gigabytes: cleared first.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().contains(".tmp-") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
     let temp = temp_path(&path);
     index
         .save(&temp.to_string_lossy())
@@ -162,10 +175,16 @@ pub fn build(
     Ok(info)
 }
 
+/// Largest search breadth a search may ask for.
+pub const MAX_EF: usize = 4096;
+
 /// A saved graph, memory-mapped.
 pub struct Ann {
     index: Index,
     info: AnnInfo,
+    /// usearch keeps the search breadth in the index: a search with its own `ef` sets it,
+    /// searches and puts the default back alone; other searches share the lock.
+    breadth: std::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for Ann {
@@ -198,8 +217,7 @@ impl Ann {
                 collection.root().display()
             )));
         }
-        let index = Index::new(&options(info.dim, &info.params))
-            .map_err(|e| usearch_error("cannot create", e))?;
+        let index = new_index(info.dim, &info.params)?;
         index
             .view(&path.to_string_lossy())
             .map_err(|e| Error::corrupt(&path, format!("cannot map the HNSW index: {e}")))?;
@@ -213,7 +231,11 @@ impl Ann {
                 ),
             ));
         }
-        Ok(Ann { index, info })
+        Ok(Ann {
+            index,
+            info,
+            breadth: std::sync::RwLock::new(()),
+        })
     }
 
     /// The SIMD kernels usearch picked for this CPU (e.g. `skylake`, `serial`).
@@ -234,10 +256,19 @@ impl Ann {
         ef: Option<usize>,
         allowed: Option<&[bool]>,
     ) -> Result<Vec<Vec<Hit>>> {
-        if let Some(ef) = ef {
-            self.index.change_expansion_search(ef.max(k));
+        if ef.is_some_and(|ef| ef > MAX_EF) {
+            return Err(Error::Invalid(format!("ef must be at most {MAX_EF}")));
         }
-        queries
+        let _exclusive;
+        let _shared;
+        match ef {
+            Some(ef) => {
+                _exclusive = self.breadth.write().unwrap_or_else(|e| e.into_inner());
+                self.index.change_expansion_search(ef.max(k));
+            }
+            None => _shared = self.breadth.read().unwrap_or_else(|e| e.into_inner()),
+        }
+        let found = queries
             .par_iter()
             .map(|q| {
                 let matches = match allowed {
@@ -257,9 +288,11 @@ impl Ann {
                 }
                 Ok(top.into_sorted())
             })
-            .collect()
+            .collect();
+        if ef.is_some() {
+            self.index
+                .change_expansion_search(self.info.params.expansion_search);
+        }
+        found
     }
 }
-
-/// Only image embeddings are indexed.
-pub const TARGET: Target = Target::Images;

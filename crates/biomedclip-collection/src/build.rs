@@ -143,6 +143,7 @@ pub fn build(
         if layout.manifest().exists() {
             let existing = Manifest::read(&layout.manifest())?;
             existing.check_same_making(&wanted, &layout.manifest())?;
+            existing.check_same_inputs(&wanted, &layout.manifest())?;
             existing
         } else {
             wanted.write(&layout.manifest())?;
@@ -158,12 +159,31 @@ pub fn build(
         next: 0,
     };
     let mut parts = writer.reconcile()?;
-    writer.next = parts
-        .keys()
-        .filter(|n| options.shard.owns_part(**n))
-        .map(|n| (n - options.shard.index) / options.shard.count + 1)
-        .max()
-        .unwrap_or(0);
+    // The shard's next number is above every number in use or ever replaced (an update
+    // writes its rewritten parts under any shard's numbers): a number is never reused.
+    let highest = parts
+        .iter()
+        .flat_map(|(n, (_, info))| std::iter::once(*n).chain(info.replaces.iter().copied()))
+        .max();
+    writer.next = highest.map_or(0, |h| {
+        (h + 1)
+            .saturating_sub(options.shard.index)
+            .div_ceil(options.shard.count)
+    });
+    if options.shard.count > 1 {
+        if let Some((n, (_, info))) = parts.iter().find(|(_, (_, info))| {
+            info.shard
+                .split_once('/')
+                .is_some_and(|(_, count)| count != "1" && count != options.shard.count.to_string())
+        }) {
+            return Err(Error::Invalid(format!(
+                "{}: part {n} was written by shard {} of another split; every worker of one \
+                 collection must use the same N in --shard K/N",
+                options.root.display(),
+                info.shard
+            )));
+        }
+    }
 
     let mine: Vec<&Item> = listed
         .items
@@ -189,16 +209,26 @@ pub fn build(
             .collect();
         for n in numbers {
             let (table, info) = &parts[&n];
+            // A row goes when its file is gone, or listed with other content. A file that
+            // exists but is not listed now (an unreadable folder, a mount that failed) or
+            // cannot be hashed now keeps its row: a listing problem is not a deletion.
+            let stays = |path: &str, hash: Option<&str>| match current.get(path) {
+                Some(Some(now)) => Some(*now) == hash,
+                Some(None) => true,
+                None => Path::new(path).exists(),
+            };
             let keep: Vec<usize> = (0..table.rows())
                 .filter(|&i| {
-                    let path = table.text("image_path", i).unwrap_or("");
-                    current.get(path) == Some(&table.text("blake3", i))
+                    stays(
+                        table.text("image_path", i).unwrap_or(""),
+                        table.text("blake3", i),
+                    )
                 })
                 .collect();
             let failed: Vec<Failure> = info
                 .failed
                 .iter()
-                .filter(|f| current.get(f.path.as_str()) == Some(&f.blake3.as_deref()))
+                .filter(|f| stays(&f.path, f.blake3.as_deref()))
                 .cloned()
                 .collect();
             if keep.len() == table.rows() && failed.len() == info.failed.len() {
@@ -242,8 +272,7 @@ pub fn build(
     let mut manifest = manifest;
     refresh_manifest(&layout, &mut manifest, &listed)?;
     for chunk in pending.chunks(options.part_size) {
-        let items: Vec<&Item> = chunk.iter().map(|(i, _)| *i).collect();
-        let embedded = embed_part(model, &items, columns.captions, on)?;
+        let embedded = embed_part(model, chunk, columns.captions, on)?;
         report.embedded += embedded.rows.len();
         report.failed += embedded.failed.len();
         let n = writer.commit(embedded, Vec::new())?;
@@ -303,8 +332,14 @@ struct Embedded {
     failed: Vec<Failure>,
 }
 
-/// Reads, hashes, decodes and preprocesses one input (on the rayon pool).
-fn prepare(model: &BiomedClip, item: &Item) -> std::result::Result<(Row, Vec<f32>), Failure> {
+/// Reads, hashes, decodes and preprocesses one input (on the rayon pool). `listed_hash` is
+/// the hash the listing computed: a file refused before it is read (too large, not a regular
+/// file) is recorded with it, so the next run finds it done.
+fn prepare(
+    model: &BiomedClip,
+    item: &Item,
+    listed_hash: Option<&str>,
+) -> std::result::Result<(Row, Vec<f32>), Failure> {
     let path = Path::new(&item.path);
     let fail = |blake3: Option<String>, e: biomedclip::Error| Failure {
         path: item.path.clone(),
@@ -315,7 +350,7 @@ fn prepare(model: &BiomedClip, item: &Item) -> std::result::Result<(Row, Vec<f32
         .preprocessor()
         .limits()
         .read_file(path)
-        .map_err(|e| fail(None, e))?;
+        .map_err(|e| fail(listed_hash.map(str::to_string), e))?;
     let hash = blake3::hash(&bytes).to_hex().to_string();
     let dicom = if is_dicom(&bytes) {
         collection_tags(&bytes, path).map_err(|e| fail(Some(hash.clone()), e))?
@@ -343,7 +378,7 @@ fn prepare(model: &BiomedClip, item: &Item) -> std::result::Result<(Row, Vec<f32
 /// one: a reader thread prepares batches on the rayon pool while this thread encodes.
 fn embed_part(
     model: &BiomedClip,
-    items: &[&Item],
+    items: &[(&Item, Option<&str>)],
     captions: bool,
     on: &mut dyn FnMut(Event<'_>),
 ) -> Result<Embedded> {
@@ -358,7 +393,10 @@ fn embed_part(
         let (tx, rx) = std::sync::mpsc::sync_channel::<Prepared>(1);
         scope.spawn(move || {
             for batch in items.chunks(IMAGE_BATCH) {
-                let prepared: Prepared = batch.par_iter().map(|i| prepare(model, i)).collect();
+                let prepared: Prepared = batch
+                    .par_iter()
+                    .map(|(item, hash)| prepare(model, item, *hash))
+                    .collect();
                 if tx.send(prepared).is_err() {
                     break;
                 }

@@ -167,10 +167,17 @@ fn tokenize(s: &str) -> std::result::Result<Vec<(usize, Token)>, String> {
     Ok(out)
 }
 
+/// Tokens one filter may have: far more than a person writes, few enough that evaluating a
+/// chain of `and`/`or` cannot exhaust a thread's stack.
+const MAX_TOKENS: usize = 4096;
+/// Nesting of parentheses and `not` (the parser recurses once per level).
+const MAX_DEPTH: usize = 64;
+
 struct Parser<'a> {
     tokens: Vec<(usize, Token)>,
     at: usize,
     columns: &'a [(String, bool)],
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -218,9 +225,25 @@ impl Parser<'_> {
         Ok(left)
     }
 
+    fn nested<T>(
+        &mut self,
+        inner: impl FnOnce(&mut Self) -> std::result::Result<T, String>,
+    ) -> std::result::Result<T, String> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(format!(
+                "nested more than {MAX_DEPTH} levels deep {}",
+                self.position()
+            ));
+        }
+        let out = inner(self);
+        self.depth -= 1;
+        out
+    }
+
     fn not(&mut self) -> std::result::Result<Filter, String> {
         if self.keyword("not") {
-            return Ok(Filter::Not(Box::new(self.not()?)));
+            return self.nested(|p| Ok(Filter::Not(Box::new(p.not()?))));
         }
         self.primary()
     }
@@ -247,7 +270,7 @@ impl Parser<'_> {
     fn primary(&mut self) -> std::result::Result<Filter, String> {
         if self.peek() == Some(&Token::Open) {
             self.at += 1;
-            let inner = self.or()?;
+            let inner = self.nested(Self::or)?;
             self.expect(Token::Close, "')'")?;
             return Ok(inner);
         }
@@ -320,10 +343,18 @@ impl Filter {
             .zip(&table.columns)
             .map(|(n, c)| (n.clone(), matches!(c, Column::Int(_))))
             .collect();
+        let tokens = tokenize(expr).map_err(fail)?;
+        if tokens.len() > MAX_TOKENS {
+            return Err(fail(format!(
+                "{} tokens; a filter may have at most {MAX_TOKENS}",
+                tokens.len()
+            )));
+        }
         let mut parser = Parser {
-            tokens: tokenize(expr).map_err(fail)?,
+            tokens,
             at: 0,
             columns: &columns,
+            depth: 0,
         };
         let filter = parser.or().map_err(fail)?;
         if parser.at != parser.tokens.len() {
@@ -477,5 +508,9 @@ mod tests {
         assert!(err("modality = 3").contains("holds text"));
         assert!(err("modality = 'CT").contains("unterminated"));
         assert!(err("modality = 'CT' size").contains("unexpected text at 16"));
+        let deep = format!("{}modality = 'CT'{}", "(".repeat(100), ")".repeat(100));
+        assert!(err(&deep).contains("nested more than 64"));
+        let long = vec!["size = 1"; 2000].join(" or ");
+        assert!(err(&long).contains("at most 4096"));
     }
 }

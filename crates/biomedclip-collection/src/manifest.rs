@@ -150,6 +150,50 @@ impl Manifest {
         Ok(())
     }
 
+    /// Refuses a build of this collection from other inputs or in other parts than the
+    /// first one's: the next `index update` lists the inputs recorded here, and parts are
+    /// cut by the recorded size (to add inputs, make another collection or edit the CSV the
+    /// inputs name, then `index update`).
+    pub fn check_same_inputs(&self, other: &Manifest, path: &Path) -> Result<()> {
+        let mismatch = |what: &str, ours: String, theirs: String| Error::Mismatch {
+            path: path.to_path_buf(),
+            reason: format!(
+                "the collection was built with {what} {ours}, this run gives {theirs}; a later \
+                 build must repeat the first one's inputs and options (use `biomedclip index \
+                 update` to bring it up to date)"
+            ),
+        };
+        if self.inputs != other.inputs {
+            return Err(mismatch(
+                "inputs",
+                self.inputs.join(" "),
+                other.inputs.join(" "),
+            ));
+        }
+        if self.glob != other.glob {
+            return Err(mismatch(
+                "--glob",
+                format!("{:?}", self.glob),
+                format!("{:?}", other.glob),
+            ));
+        }
+        if self.captions_csv != other.captions_csv {
+            return Err(mismatch(
+                "--captions",
+                format!("{:?}", self.captions_csv),
+                format!("{:?}", other.captions_csv),
+            ));
+        }
+        if self.part_size != other.part_size {
+            return Err(mismatch(
+                "--part-size",
+                self.part_size.to_string(),
+                other.part_size.to_string(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Refuses a model other than the one that made the collection, naming both.
     pub fn check_model(&self, model: &ModelId, path: &Path) -> Result<()> {
         if self.model.weights_blake3 != model.weights_blake3 {

@@ -11,7 +11,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use biomedclip::image::decode::decode_frame;
-use biomedclip_collection::ann::Ann;
+use biomedclip_collection::ann::{Ann, MAX_EF};
 use biomedclip_collection::search::exact;
 use biomedclip_collection::{Collection, Filter, Target};
 use serde::{Deserialize, Serialize};
@@ -234,12 +234,20 @@ pub async fn search(
             "the HNSW index covers the images only",
         ));
     }
-    let allowed = request
+    if request.ef.is_some_and(|ef| ef == 0 || ef > MAX_EF) {
+        return Err(ApiError::invalid(
+            "ef",
+            None,
+            format!("ef must be 1 to {MAX_EF}"),
+        ));
+    }
+    // Parsed here (a bad filter is refused before any inference); evaluated over every row
+    // on the blocking pool with the search.
+    let filter = request
         .filter
         .as_deref()
         .map(|expr| {
             Filter::parse(expr, collection.metadata())
-                .map(|f| f.mask(collection.metadata()))
                 .map_err(|e| ApiError::invalid("where", None, e.to_string()))
         })
         .transpose()?;
@@ -281,6 +289,7 @@ pub async fn search(
     let searched = Arc::clone(&served);
     let hits = tokio::task::spawn_blocking(move || {
         let queries = [query];
+        let allowed = filter.map(|f| f.mask(searched.collection.metadata()));
         match (&searched.ann, ann) {
             (Some(index), true) => index.search(&queries, top_k, ef, allowed.as_deref()),
             _ => exact(
