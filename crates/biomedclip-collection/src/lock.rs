@@ -16,17 +16,22 @@ pub struct Lock {
     path: PathBuf,
 }
 
+/// Opens (creating) a lock file without truncating the holder's note.
+fn open(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| Error::io(path, e))
+}
+
 impl Lock {
     /// Takes the lock at `path` for `what` (`shared`: with other shared holders, as shard
     /// writers share a collection), or fails at once naming the holder.
     pub fn acquire(path: &Path, what: &str, shared: bool) -> Result<Lock> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| Error::io(path, e))?;
+        let mut file = open(path)?;
         let taken = if shared {
             file.try_lock_shared()
         } else {
@@ -52,10 +57,7 @@ impl Lock {
         }
         if shared {
             // Shared holders do not overwrite one another's note.
-            return Ok(Lock {
-                _file: file,
-                path: path.to_path_buf(),
-            });
+            return Ok(Lock::held(file, path));
         }
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let note = format!("pid {} on {}", std::process::id(), host.trim());
@@ -64,26 +66,21 @@ impl Lock {
             .and_then(|()| file.write_all(note.as_bytes()))
             .and_then(|()| file.flush())
             .map_err(|e| Error::io(path, e))?;
-        Ok(Lock {
-            _file: file,
-            path: path.to_path_buf(),
-        })
+        Ok(Lock::held(file, path))
     }
 
     /// Waits for the lock at `path` (for short sections many writers share).
     pub fn wait(path: &Path) -> Result<Lock> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| Error::io(path, e))?;
+        let file = open(path)?;
         file.lock().map_err(|e| Error::io(path, e))?;
-        Ok(Lock {
+        Ok(Lock::held(file, path))
+    }
+
+    fn held(file: File, path: &Path) -> Lock {
+        Lock {
             _file: file,
             path: path.to_path_buf(),
-        })
+        }
     }
 
     /// The lock file.

@@ -123,7 +123,7 @@ pub fn write(
 #[derive(Debug)]
 pub struct Matrix {
     path: PathBuf,
-    map: Option<Mmap>,
+    map: Mmap,
     offset: usize,
     rows: usize,
     dim: usize,
@@ -199,7 +199,7 @@ impl Matrix {
         }
         Ok(Matrix {
             path: path.to_path_buf(),
-            map: Some(map),
+            map,
             offset,
             rows,
             dim,
@@ -228,7 +228,7 @@ impl Matrix {
     }
 
     fn bytes(&self) -> &[u8] {
-        self.map.as_ref().map_or(&[], |m| &m[self.offset..])
+        &self.map[self.offset..]
     }
 
     /// The rows as `f32`, if stored so.

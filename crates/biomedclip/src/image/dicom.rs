@@ -62,13 +62,7 @@ fn decode_checked(
         path: path.into(),
         reason,
     };
-    check_lengths(bytes).map_err(fail)?;
-    // The preamble is skipped here; dicom-rs must not look for a second one (it would start
-    // reading 128 bytes later than the length walk did).
-    let obj = OpenFileOptions::new()
-        .read_preamble(ReadPreamble::Never)
-        .from_reader(&bytes[crate::image::decode::DICOM_MAGIC_AT..])
-        .map_err(|e| fail(format!("cannot read DICOM data set: {}", chain(&e))))?;
+    let obj = open_data_set(bytes, path, None)?;
     let syntax = transfer_syntax_name(&obj);
     let Some(pixel_data) = obj.element_opt(tags::PIXEL_DATA).ok().flatten() else {
         for (tag, name) in [
@@ -200,11 +194,7 @@ fn check_geometry(
     }
     let samples = int_value(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1).max(1);
     // Chroma-subsampled colour (YBR_*_422/420) stores fewer samples than Rows x Columns x 3.
-    let subsampled = obj
-        .element_opt(tags::PHOTOMETRIC_INTERPRETATION)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()))
+    let subsampled = text_value(obj, tags::PHOTOMETRIC_INTERPRETATION)
         .is_some_and(|pi| pi.ends_with("_422") || pi.ends_with("_420"));
     // Encapsulated (compressed) data comes as fragments; only native data has a known size.
     if let (false, dicom_core::value::Value::Primitive(value)) = (subsampled, pixel_data.value()) {
@@ -291,6 +281,34 @@ fn first_float(obj: &DefaultDicomObject, tag: Tag) -> Option<f64> {
     values.first().copied()
 }
 
+/// A text attribute, trimmed.
+fn text_value(obj: &DefaultDicomObject, tag: Tag) -> Option<String> {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()))
+}
+
+/// Checks the element lengths, then parses the data set (up to `until`, if given), after the
+/// preamble.
+fn open_data_set(bytes: &[u8], path: &Path, until: Option<Tag>) -> Result<DefaultDicomObject> {
+    let fail = |reason: String| Error::Image {
+        path: path.into(),
+        reason,
+    };
+    check_lengths(bytes).map_err(fail)?;
+    // The preamble is skipped here; dicom-rs must not look for a second one (it would start
+    // reading 128 bytes later than the length walk did).
+    let options = OpenFileOptions::new().read_preamble(ReadPreamble::Never);
+    let options = match until {
+        Some(tag) => options.read_until(tag),
+        None => options,
+    };
+    options
+        .from_reader(&bytes[crate::image::decode::DICOM_MAGIC_AT..])
+        .map_err(|e| fail(format!("cannot read DICOM data set: {}", chain(&e))))
+}
+
 fn int_value(obj: &DefaultDicomObject, tag: Tag) -> Option<i64> {
     obj.element_opt(tag).ok().flatten()?.to_int::<i64>().ok()
 }
@@ -324,24 +342,9 @@ pub const COLLECTION_TAGS: [(Tag, &str); 6] = [
 /// Reads [`COLLECTION_TAGS`] from a DICOM file's bytes (the data set up to the pixel data;
 /// the pixels are not decoded): one value per tag, `None` where the file lacks it.
 pub fn collection_tags(bytes: &[u8], path: &Path) -> Result<Vec<Option<String>>> {
-    let fail = |reason: String| Error::Image {
-        path: path.into(),
-        reason,
-    };
-    check_lengths(bytes).map_err(fail)?;
-    let obj = OpenFileOptions::new()
-        .read_preamble(ReadPreamble::Never)
-        .read_until(tags::PIXEL_DATA)
-        .from_reader(&bytes[crate::image::decode::DICOM_MAGIC_AT..])
-        .map_err(|e| fail(format!("cannot read DICOM data set: {}", chain(&e))))?;
+    let obj = open_data_set(bytes, path, Some(tags::PIXEL_DATA))?;
     Ok(COLLECTION_TAGS
         .iter()
-        .map(|(tag, _)| {
-            obj.element_opt(*tag)
-                .ok()
-                .flatten()
-                .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()))
-                .filter(|s| !s.is_empty())
-        })
+        .map(|(tag, _)| text_value(&obj, *tag).filter(|s| !s.is_empty()))
         .collect())
 }
