@@ -7,9 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use biomedclip_collection::ann::{self, AnnParams};
-use biomedclip_collection::build::{build, BuildOptions, Event};
+use biomedclip_collection::build::{build, BuildOptions, Event, Report};
 use biomedclip_collection::inputs::InputSpec;
 use biomedclip_collection::layout::Shard;
+use biomedclip_collection::postgres::{self, Database, PgBuildOptions};
 use biomedclip_collection::{model_id, Collection, Manifest, DEFAULT_PART_SIZE};
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -34,8 +35,9 @@ pub fn command() -> Command {
                         .value_name("DIR")
                         .required(true)
                         .value_parser(clap::value_parser!(PathBuf))
-                        .help("The collection's folder (created if missing)"),
+                        .help("The collection's folder (created if missing), or its name with --store"),
                 )
+                .arg(store_arg())
                 .arg(
                     Arg::new("inputs")
                         .value_name("INPUT")
@@ -88,13 +90,27 @@ pub fn command() -> Command {
                     "Bring a collection up to date with its inputs: embed new and changed files \
                      (by content hash), drop deleted ones",
                 )
-                .arg(dir_arg()),
+                .arg(dir_arg())
+                .arg(store_arg()),
         ))))
         .subcommand(ann_args(
             Command::new("ann")
                 .about("Build the HNSW index for approximate search (`search --ann`)")
-                .arg(dir_arg()),
+                .arg(dir_arg())
+                .arg(store_arg()),
         ))
+}
+
+/// `--store URL`: keep the collection in PostgreSQL + pgvector instead of a folder.
+pub fn store_arg() -> Arg {
+    Arg::new("store")
+        .long("store")
+        .value_name("URL")
+        .env("BIOMEDCLIP_STORE")
+        .help(
+            "Keep the collection in PostgreSQL + pgvector (postgres://user@host:port/database) \
+             instead of a folder; the collection argument is then its name (a table)",
+        )
 }
 
 fn dir_arg() -> Arg {
@@ -102,7 +118,7 @@ fn dir_arg() -> Arg {
         .value_name("DIR")
         .required(true)
         .value_parser(clap::value_parser!(PathBuf))
-        .help("The collection's folder")
+        .help("The collection's folder, or its name with --store")
 }
 
 fn build_args(cmd: Command) -> Command {
@@ -155,6 +171,8 @@ fn ann_args(cmd: Command) -> Command {
 pub struct BuildArgs {
     /// Shared options.
     common: Common,
+    /// `--store`: the database, instead of a folder.
+    store: Option<Database>,
     /// Image options.
     images: ImageOptions,
     /// What to build.
@@ -171,6 +189,8 @@ pub enum Index {
     Ann {
         /// The collection.
         dir: PathBuf,
+        /// `--store`: the database, instead of a folder.
+        store: Option<Database>,
         /// Parameters.
         params: AnnParams,
     },
@@ -204,6 +224,7 @@ pub fn parse(m: &ArgMatches) -> Result<Index> {
             let images = image_options(m)?;
             Ok(Index::Build(Box::new(BuildArgs {
                 common: common(m)?,
+                store: store(m)?,
                 options: BuildOptions {
                     root: m.get_one::<PathBuf>("out").expect("required").clone(),
                     spec: InputSpec {
@@ -226,7 +247,11 @@ pub fn parse(m: &ArgMatches) -> Result<Index> {
         }
         Some(("update", m)) => {
             let dir = m.get_one::<PathBuf>("dir").expect("required").clone();
-            let manifest = Manifest::read(&dir.join(biomedclip_collection::layout::MANIFEST))?;
+            let store = store(m)?;
+            let manifest = match &store {
+                None => Manifest::read(&dir.join(biomedclip_collection::layout::MANIFEST))?,
+                Some(db) => postgres::manifest(db, &dir.to_string_lossy())?,
+            };
             let mut common = common(m)?;
             // The collection's own precision unless asked otherwise (a different one is
             // refused by the build, naming both).
@@ -235,6 +260,7 @@ pub fn parse(m: &ArgMatches) -> Result<Index> {
             }
             Ok(Index::Build(Box::new(BuildArgs {
                 common,
+                store,
                 images: ImageOptions {
                     glob: manifest.glob.clone(),
                     ..image_options(m)?
@@ -256,10 +282,18 @@ pub fn parse(m: &ArgMatches) -> Result<Index> {
         }
         Some(("ann", m)) => Ok(Index::Ann {
             dir: m.get_one::<PathBuf>("dir").expect("required").clone(),
+            store: store(m)?,
             params: ann_params(m)?,
         }),
         _ => unreachable!("clap requires a subcommand"),
     }
+}
+
+/// The database of `--store`, checked.
+fn store(m: &ArgMatches) -> Result<Option<Database>> {
+    Ok(m.get_one::<String>("store")
+        .map(|url| Database::parse(url))
+        .transpose()?)
 }
 
 fn bar(len: usize, what: &str) -> ProgressBar {
@@ -273,7 +307,27 @@ fn bar(len: usize, what: &str) -> ProgressBar {
     bar
 }
 
-fn build_ann(dir: &std::path::Path, params: &AnnParams) -> Result<()> {
+fn build_ann(dir: &std::path::Path, store: Option<&Database>, params: &AnnParams) -> Result<()> {
+    if let Some(db) = store {
+        let name = dir.to_string_lossy();
+        let started = std::time::Instant::now();
+        let made = postgres::create_hnsw(db, &name, params.connectivity, params.expansion_add)?;
+        eprintln!(
+            "{}: {}",
+            db.target(&name),
+            if made {
+                format!(
+                    "HNSW index (vector_cosine_ops, m {}, ef_construction {}) built in {:.1} s",
+                    params.connectivity,
+                    params.expansion_add,
+                    started.elapsed().as_secs_f64()
+                )
+            } else {
+                "the HNSW index exists already (inserts keep it current)".to_string()
+            }
+        );
+        return Ok(());
+    }
     let collection = Collection::open(dir)?;
     let progress = bar(collection.len(), "rows indexed");
     let info = ann::build(&collection, params, &|n| progress.inc(n as u64))?;
@@ -293,12 +347,13 @@ fn build_ann(dir: &std::path::Path, params: &AnnParams) -> Result<()> {
 pub fn run(index: Index) -> Result<ExitCode> {
     let BuildArgs {
         common,
+        store,
         images,
         options,
         ann,
     } = match index {
-        Index::Ann { dir, params } => {
-            build_ann(&dir, &params)?;
+        Index::Ann { dir, store, params } => {
+            build_ann(&dir, store.as_ref(), &params)?;
             return Ok(ExitCode::SUCCESS);
         }
         Index::Build(args) => *args,
@@ -308,7 +363,7 @@ pub fn run(index: Index) -> Result<ExitCode> {
     let id = model_id(&common.model_name(), &files)
         .with_context(|| format!("cannot hash the weights of {}", common.model))?;
     let mut progress: Option<ProgressBar> = None;
-    let report = build(&model, &id, &options, &mut |event| match event {
+    let mut on = |event: Event<'_>| match event {
         Event::Planned {
             inputs,
             done,
@@ -337,8 +392,28 @@ pub fn run(index: Index) -> Result<ExitCode> {
             }
         }
         Event::Committed(_) => {}
-    })
-    .with_context(|| format!("cannot build collection {}", options.root.display()))?;
+    };
+    let report = match &store {
+        None => build(&model, &id, &options, &mut on)
+            .with_context(|| format!("cannot build collection {}", options.root.display()))?,
+        Some(db) => {
+            let name = options.root.to_string_lossy().into_owned();
+            let pg = PgBuildOptions {
+                database: db.clone(),
+                name: name.clone(),
+                spec: options.spec.clone(),
+                shard: options.shard,
+                batch: options.part_size,
+                update: options.update,
+            };
+            let report = postgres::build(&model, &id, &pg, &mut on)
+                .with_context(|| format!("cannot build collection {}", db.target(&name)))?;
+            if let Some(p) = progress {
+                p.finish_and_clear();
+            }
+            return finish_pg(db, &name, &report, ann.as_ref(), options.shard);
+        }
+    };
     if let Some(p) = progress {
         p.finish_and_clear();
     }
@@ -356,7 +431,7 @@ pub fn run(index: Index) -> Result<ExitCode> {
         report.parts.len()
     );
     if let Some(params) = ann {
-        build_ann(&options.root, &params)?;
+        build_ann(&options.root, None, &params)?;
     }
     if !manifest.failed.is_empty() {
         eprintln!(
@@ -371,6 +446,42 @@ pub fn run(index: Index) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     if options.shard == Shard::ALL && report.inputs == 0 {
+        bail!("no images found in the inputs");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reports a database build, builds its HNSW index if asked, and fails if inputs failed.
+fn finish_pg(
+    db: &Database,
+    name: &str,
+    report: &Report,
+    ann: Option<&AnnParams>,
+    shard: Shard,
+) -> Result<ExitCode> {
+    let manifest = report
+        .manifest
+        .as_ref()
+        .expect("a finished build has a manifest");
+    eprintln!(
+        "{}: {} rows; this run embedded {}, dropped {}",
+        db.target(name),
+        manifest.rows,
+        report.embedded,
+        report.dropped
+    );
+    if let Some(params) = ann {
+        build_ann(std::path::Path::new(name), Some(db), params)?;
+    }
+    if !manifest.failed.is_empty() {
+        eprintln!(
+            "{} input(s) could not be embedded; they are listed with the reason in table \
+             {name}__failed",
+            manifest.failed.len()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    if shard == Shard::ALL && report.inputs == 0 {
         bail!("no images found in the inputs");
     }
     Ok(ExitCode::SUCCESS)

@@ -4,9 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use biomedclip_collection::ann::Ann;
-use biomedclip_collection::search::exact;
-use biomedclip_collection::{model_id, Collection, Filter, Hit, Target};
+use biomedclip_collection::{model_id, Location, Store, Target};
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde_json::json;
 
@@ -28,7 +26,7 @@ pub struct Search {
     /// Image options (for image queries).
     pub images: ImageOptions,
     /// The collection.
-    pub dir: PathBuf,
+    pub location: Location,
     /// The queries, in order.
     pub queries: Vec<Query>,
     /// Results per query.
@@ -55,8 +53,9 @@ pub fn command() -> Command {
                     .value_name("DIR")
                     .required(true)
                     .value_parser(clap::value_parser!(PathBuf))
-                    .help("The collection (made by `biomedclip index build`)"),
+                    .help("The collection (made by `biomedclip index build`): its folder, or its name with --store"),
             )
+            .arg(crate::index::store_arg())
             .arg(
                 Arg::new("text")
                     .long("text")
@@ -135,7 +134,12 @@ pub fn parse(m: &ArgMatches) -> Result<Search> {
     Ok(Search {
         common: common(m)?,
         images: image_options(m)?,
-        dir: m.get_one::<PathBuf>("dir").expect("required").clone(),
+        location: Location::new(
+            m.get_one::<String>("store").map(String::as_str),
+            &m.get_one::<PathBuf>("dir")
+                .expect("required")
+                .to_string_lossy(),
+        )?,
         queries: indexed.into_iter().map(|(_, q)| q).collect(),
         top_k: *m.get_one("top-k").expect("default"),
         filter: m.get_one::<String>("where").cloned(),
@@ -148,20 +152,17 @@ pub fn parse(m: &ArgMatches) -> Result<Search> {
 
 /// Runs the queries.
 pub fn run(args: Search) -> Result<ExitCode> {
-    let collection = Collection::open(&args.dir)
-        .with_context(|| format!("cannot open collection {}", args.dir.display()))?;
-    let allowed = args
+    let store = Store::open(&args.location, 1)
+        .with_context(|| format!("cannot open collection {}", args.location))?;
+    let filter = args
         .filter
         .as_deref()
-        .map(|expr| {
-            Filter::parse(expr, collection.metadata()).map(|f| f.mask(collection.metadata()))
-        })
+        .map(|expr| store.parse_filter(expr))
         .transpose()?;
-    let ann = args.ann.then(|| Ann::open(&collection)).transpose()?;
     let (files, mut model) = args.common.load_model_and_files()?;
     args.images.apply(&mut model);
     let id = model_id(&args.common.model_name(), &files)?;
-    collection.check_model(&id)?;
+    store.check_model(&id)?;
 
     let mut vectors = Vec::with_capacity(args.queries.len());
     for q in &args.queries {
@@ -178,17 +179,13 @@ pub fn run(args: Search) -> Result<ExitCode> {
     } else {
         Target::Images
     };
-    let hits: Vec<Vec<Hit>> = match &ann {
-        Some(ann) => ann.search(&vectors, args.top_k, args.ef, allowed.as_deref())?,
-        None => exact(
-            &collection,
-            &vectors,
-            args.top_k,
-            target,
-            allowed.as_deref(),
-        )?,
-    };
-    let meta = collection.metadata();
+    let hits = store.search(
+        &vectors,
+        args.top_k,
+        target,
+        filter.as_ref(),
+        args.ann.then_some(args.ef),
+    )?;
     for (q, hits) in args.queries.iter().zip(&hits) {
         let query = match q {
             Query::Text(t) => json!({ "text": t }),
@@ -202,9 +199,9 @@ pub fn run(args: Search) -> Result<ExitCode> {
                     json!({
                         "rank": rank + 1,
                         "id": h.id,
-                        "path": collection.image_path(h.id),
+                        "path": h.path,
                         "score": h.score,
-                        "metadata": meta.row_json(h.id),
+                        "metadata": h.metadata,
                     })
                 })
                 .collect();
@@ -219,7 +216,7 @@ pub fn run(args: Search) -> Result<ExitCode> {
                     "{:>4}  {:.4}  {}",
                     rank + 1,
                     h.score,
-                    printable(collection.image_path(h.id).unwrap_or(""))
+                    printable(h.path.as_deref().unwrap_or(""))
                 );
             }
         }

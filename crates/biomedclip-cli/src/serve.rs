@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use biomedclip_collection::ann::Ann;
-use biomedclip_collection::{model_id, Collection};
+use biomedclip_collection::{model_id, Location, Store};
 use biomedclip_server::routes::search::ServedCollection;
 use biomedclip_server::ServerConfig;
 use clap::{Arg, ArgAction, ArgMatches, Command};
@@ -25,8 +24,8 @@ pub struct Serve {
     pub addr: SocketAddr,
     /// Limits and options of the server.
     pub config: ServerConfig,
-    /// `--collection NAME=DIR`, in order.
-    pub collections: Vec<(String, PathBuf)>,
+    /// `--collection NAME=DIR|URL`, in order.
+    pub collections: Vec<(String, Location)>,
 }
 
 fn number(name: &'static str, value: &'static str, help: &'static str) -> Arg {
@@ -113,11 +112,12 @@ pub fn command() -> Command {
             .arg(
                 Arg::new("collection")
                     .long("collection")
-                    .value_name("NAME=DIR")
+                    .value_name("NAME=DIR|URL")
                     .action(ArgAction::Append)
                     .help(
                         "Serve a collection made by `biomedclip index build` for POST /search \
-                         and the page's search tab (repeatable)",
+                         and the page's search tab (repeatable): its folder, or the \
+                         postgres://user@host:port/database holding collection NAME",
                     ),
             )
             .arg(
@@ -162,7 +162,7 @@ pub fn parse(m: &ArgMatches) -> Result<Serve> {
         label_cache: n("label-cache"),
         collections: Vec::new(),
     };
-    let mut collections: Vec<(String, PathBuf)> = Vec::new();
+    let mut collections: Vec<(String, Location)> = Vec::new();
     for spec in m.get_many::<String>("collection").into_iter().flatten() {
         let Some((name, dir)) = spec.split_once('=') else {
             bail!("--collection {spec:?}: expected NAME=DIR");
@@ -177,7 +177,12 @@ pub fn parse(m: &ArgMatches) -> Result<Serve> {
         if collections.iter().any(|(n, _)| n == name) {
             bail!("--collection {name:?} is given twice");
         }
-        collections.push((name.to_string(), PathBuf::from(dir)));
+        let location = if dir.starts_with("postgres://") || dir.starts_with("postgresql://") {
+            Location::new(Some(dir), name).with_context(|| format!("--collection {name}"))?
+        } else {
+            Location::Folder(PathBuf::from(dir))
+        };
+        collections.push((name.to_string(), location));
     }
     Ok(Serve {
         common,
@@ -208,7 +213,8 @@ async fn shutdown_signal() {
 /// Opens the collections and checks each was embedded by the model served.
 fn open_collections(
     common: &Common,
-    specs: &[(String, PathBuf)],
+    specs: &[(String, Location)],
+    connections: u32,
 ) -> Result<Vec<Arc<ServedCollection>>> {
     if specs.is_empty() {
         return Ok(Vec::new());
@@ -219,26 +225,22 @@ fn open_collections(
         .with_context(|| format!("cannot load model {}", common.model))?;
     let id = model_id(&common.model_name(), &files)?;
     let mut out = Vec::new();
-    for (name, dir) in specs {
-        let collection = Collection::open(dir)
-            .with_context(|| format!("--collection {name}: cannot open {}", dir.display()))?;
-        collection
+    for (name, location) in specs {
+        let store = Store::open(location, connections)
+            .with_context(|| format!("--collection {name}: cannot open {location}"))?;
+        store
             .check_model(&id)
             .with_context(|| format!("--collection {name}"))?;
-        let ann = match Ann::open(&collection) {
-            Ok(ann) => Some(ann),
-            Err(e) => {
-                if collection.layout().ann().1.exists() {
-                    eprintln!("warning: --collection {name}: {e}; serving exact search only");
-                }
-                None
-            }
-        };
+        if let Some(problem) = store.ann_problem() {
+            eprintln!("warning: --collection {name}: {problem}; serving exact search only");
+        }
+        let summary = store
+            .summary()
+            .with_context(|| format!("--collection {name}"))?;
         eprintln!(
-            "collection {name}: {} rows from {}{}",
-            collection.len(),
-            dir.display(),
-            if ann.is_some() {
+            "collection {name}: {} rows from {location}{}",
+            summary.rows,
+            if summary.ann {
                 " (with its HNSW index)"
             } else {
                 ""
@@ -246,8 +248,7 @@ fn open_collections(
         );
         out.push(Arc::new(ServedCollection {
             name: name.clone(),
-            collection,
-            ann,
+            store,
         }));
     }
     Ok(out)
@@ -256,7 +257,10 @@ fn open_collections(
 /// Runs the server until SIGINT or SIGTERM.
 pub fn run(mut args: Serve) -> Result<ExitCode> {
     args.common.configure_threads()?;
-    args.config.collections = open_collections(&args.common, &args.collections)?;
+    // Database connections: enough for the searches one server runs at once, well under
+    // PostgreSQL's default limit of 100 so that replicas can share one database.
+    let connections = args.config.max_concurrent_requests.clamp(1, 16) as u32;
+    args.config.collections = open_collections(&args.common, &args.collections, connections)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("biomedclip-http")

@@ -287,7 +287,7 @@ pub fn build(
 
 /// BLAKE3 of a file, hex; `None` if it cannot be read (it then fails, with the reason, when
 /// embedded).
-fn hash_file(path: &str) -> Option<String> {
+pub(crate) fn hash_file(path: &str) -> Option<String> {
     let mut hasher = blake3::Hasher::new();
     hasher.update_mmap(path).ok()?;
     Some(hasher.finalize().to_hex().to_string())
@@ -325,11 +325,11 @@ fn refresh_manifest(layout: &Layout, manifest: &mut Manifest, listed: &Listed) -
 }
 
 /// One part's worth of results, before it is written.
-struct Embedded {
-    rows: Vec<Row>,
-    images: Vec<f32>,
-    captions: Option<Vec<f32>>,
-    failed: Vec<Failure>,
+pub(crate) struct Embedded {
+    pub(crate) rows: Vec<Row>,
+    pub(crate) images: Vec<f32>,
+    pub(crate) captions: Option<Vec<f32>>,
+    pub(crate) failed: Vec<Failure>,
 }
 
 /// Reads, hashes, decodes and preprocesses one input (on the rayon pool). `listed_hash` is
@@ -376,7 +376,7 @@ fn prepare(
 
 /// Embeds one part's inputs. Decoding of the next batch overlaps the model's work on this
 /// one: a reader thread prepares batches on the rayon pool while this thread encodes.
-fn embed_part(
+pub(crate) fn embed_part(
     model: &BiomedClip,
     items: &[(&Item, Option<&str>)],
     captions: bool,

@@ -50,6 +50,14 @@ pub enum Error {
         /// What is wrong with it, where.
         reason: String,
     },
+    /// The database refused or failed (`--store postgres://...`).
+    #[error("{target}: {reason}")]
+    Database {
+        /// The database and collection, without credentials.
+        target: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The model failed.
     #[error(transparent)]
     Model(#[from] biomedclip::Error),
@@ -69,6 +77,29 @@ impl Error {
         Error::Corrupt {
             path: path.into(),
             reason: reason.into(),
+        }
+    }
+}
+
+impl Error {
+    /// A database error on `target`, with the server's message and detail when it sent them.
+    pub fn database(target: &str, e: &postgres::Error) -> Self {
+        let reason = match e.as_db_error() {
+            Some(db) => {
+                let mut r = format!("{}: {}", db.severity(), db.message());
+                if let Some(detail) = db.detail() {
+                    r.push_str(&format!(" ({detail})"));
+                }
+                if let Some(hint) = db.hint() {
+                    r.push_str(&format!("; hint: {hint}"));
+                }
+                r
+            }
+            None => e.to_string(),
+        };
+        Error::Database {
+            target: target.to_string(),
+            reason,
         }
     }
 }

@@ -333,16 +333,21 @@ impl Parser<'_> {
 impl Filter {
     /// Parses `expr` against `table`'s columns.
     pub fn parse(expr: &str, table: &Table) -> Result<Filter> {
-        let fail = |reason: String| Error::Filter {
-            expr: expr.to_string(),
-            reason,
-        };
         let columns: Vec<(String, bool)> = table
             .names
             .iter()
             .zip(&table.columns)
             .map(|(n, c)| (n.clone(), matches!(c, Column::Int(_))))
             .collect();
+        Filter::parse_columns(expr, &columns)
+    }
+
+    /// Parses `expr` against named columns (`true`: the column holds numbers).
+    pub fn parse_columns(expr: &str, columns: &[(String, bool)]) -> Result<Filter> {
+        let fail = |reason: String| Error::Filter {
+            expr: expr.to_string(),
+            reason,
+        };
         let tokens = tokenize(expr).map_err(fail)?;
         if tokens.len() > MAX_TOKENS {
             return Err(fail(format!(
@@ -353,7 +358,7 @@ impl Filter {
         let mut parser = Parser {
             tokens,
             at: 0,
-            columns: &columns,
+            columns,
             depth: 0,
         };
         let filter = parser.or().map_err(fail)?;

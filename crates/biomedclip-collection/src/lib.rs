@@ -13,7 +13,9 @@
 //!   [`manifest`]);
 //! - parts -> an opened, checked collection: [`collection`];
 //! - queries -> top-k rows, exactly ([`search`]) or through an HNSW graph ([`ann`]),
-//!   filtered by metadata ([`filter`]).
+//!   filtered by metadata ([`filter`]);
+//! - the same collection in PostgreSQL + pgvector, written by many workers and searched from
+//!   anywhere: [`postgres`]; either kind opened for search: [`store`].
 
 pub mod ann;
 pub mod atomic;
@@ -27,7 +29,9 @@ pub mod lock;
 pub mod manifest;
 pub mod metadata;
 pub mod npy;
+pub mod postgres;
 pub mod search;
+pub mod store;
 
 pub use build::{build, BuildOptions, Event, Report, DEFAULT_PART_SIZE};
 pub use collection::{Collection, Target};
@@ -35,6 +39,7 @@ pub use error::{Error, Result};
 pub use filter::Filter;
 pub use manifest::{Manifest, ModelId};
 pub use search::Hit;
+pub use store::{Found, Location, Store, Summary};
 
 use biomedclip::ModelFiles;
 

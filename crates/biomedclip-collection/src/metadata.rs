@@ -23,6 +23,10 @@ use crate::error::{Error, Result};
 /// The footer key holding a part's [`PartInfo`].
 const PART_KEY: &str = "biomedclip.part";
 
+/// The columns every collection has (`caption` only with captions); the rest are DICOM tags
+/// and CSV columns.
+pub const CORE_COLUMNS: [&str; 4] = ["image_path", "caption", "blake3", "size"];
+
 /// An input that could not be embedded, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
@@ -92,6 +96,15 @@ impl Columns {
             fields.push(Field::new(name, DataType::Utf8, true));
         }
         Schema::new(fields)
+    }
+
+    /// Every column name, in order, with whether it holds numbers (for [`Filter`](crate::Filter)).
+    pub fn typed(&self) -> Vec<(String, bool)> {
+        self.schema()
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type() == &DataType::Int64))
+            .collect()
     }
 
     /// Every column name, in order.

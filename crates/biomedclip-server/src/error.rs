@@ -35,6 +35,8 @@ pub enum ApiError {
     ShuttingDown,
     /// The request did not finish within the server's request timeout: 503.
     Timeout(std::time::Duration),
+    /// A backing service (a collection's database) cannot be reached or failed: 503.
+    Unavailable(String),
     /// The engine failed or panicked on this request: 500.
     Internal(String),
 }
@@ -82,9 +84,10 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Overloaded => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Loading | ApiError::ShuttingDown | ApiError::Timeout(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Loading
+            | ApiError::ShuttingDown
+            | ApiError::Timeout(_)
+            | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -114,6 +117,7 @@ impl ApiError {
                 "authentication_error",
             ),
             ApiError::NotFound(m) => detail(m.clone(), "not_found"),
+            ApiError::Unavailable(m) => detail(m.clone(), "unavailable"),
             ApiError::Overloaded => detail(
                 "every request slot is taken (--max-concurrent-requests); retry later".into(),
                 "rate_limit_error",

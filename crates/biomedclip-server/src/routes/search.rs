@@ -11,9 +11,8 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use biomedclip::image::decode::decode_frame;
-use biomedclip_collection::ann::{Ann, MAX_EF};
-use biomedclip_collection::search::exact;
-use biomedclip_collection::{Collection, Filter, Target};
+use biomedclip_collection::ann::MAX_EF;
+use biomedclip_collection::{Store, Target};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -30,10 +29,8 @@ pub const MAX_TOP_K: usize = 1000;
 pub struct ServedCollection {
     /// Its name in requests.
     pub name: String,
-    /// The opened collection.
-    pub collection: Collection,
-    /// Its HNSW index, when it has a current one.
-    pub ann: Option<Ann>,
+    /// The opened collection: a folder or a table in PostgreSQL.
+    pub store: Store,
 }
 
 /// One collection, as `GET /collections` describes it.
@@ -47,6 +44,8 @@ pub struct CollectionInfo {
     pub dim: usize,
     /// Storage type: `f32` or `f16`.
     pub dtype: String,
+    /// Where it lives: `folder` or `postgres`.
+    pub store: &'static str,
     /// The model that embedded it.
     pub model: String,
     /// Whether captions were embedded (`"target": "captions"`).
@@ -63,29 +62,42 @@ pub struct CollectionInfo {
 #[utoipa::path(get, path = "/collections", responses(
     (status = 200, body = [CollectionInfo]),
     (status = 401, body = ErrorBody),
+    (status = 503, body = ErrorBody, description = "A collection's database cannot be reached"),
 ))]
-pub async fn list(State(state): State<Arc<AppState>>) -> Json<Vec<CollectionInfo>> {
-    Json(
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<Vec<CollectionInfo>>, ApiError> {
+    // A database collection is counted live, off the async workers.
+    let list = tokio::task::spawn_blocking(move || {
         state
             .config
             .collections
             .iter()
             .map(|c| {
-                let m = c.collection.manifest();
-                CollectionInfo {
+                let m = c.store.manifest();
+                let summary = c.store.summary()?;
+                Ok(CollectionInfo {
                     name: c.name.clone(),
-                    rows: c.collection.len(),
+                    rows: summary.rows,
                     dim: m.dim,
                     dtype: m.dtype.to_string(),
+                    store: match c.store {
+                        Store::Folder { .. } => "folder",
+                        Store::Postgres(_) => "postgres",
+                    },
                     model: m.model.to_string(),
                     captions: m.captions,
-                    columns: c.collection.metadata().names.clone(),
-                    ann: c.ann.is_some(),
-                    failed: m.failed.len(),
-                }
+                    columns: c.store.columns(),
+                    ann: summary.ann,
+                    failed: summary.failed,
+                })
             })
-            .collect(),
-    )
+            .collect::<biomedclip_collection::Result<Vec<_>>>()
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("listing failed: {e}")))?
+    .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(Json(list))
 }
 
 fn default_top_k() -> usize {
@@ -131,7 +143,7 @@ pub struct SearchHit {
     /// 1 for the best.
     pub rank: usize,
     /// The row (for `/collections/{name}/items/{id}/image`).
-    pub id: usize,
+    pub id: u64,
     /// The image file.
     pub path: Option<String>,
     /// Cosine similarity to the query.
@@ -190,7 +202,7 @@ pub async fn search(
     Json(request): Json<SearchRequest>,
 ) -> Result<Json<SearchResponse>, ApiError> {
     let served = served(&state, &request.collection)?;
-    let collection = &served.collection;
+    let manifest = served.store.manifest();
     if request.top_k == 0 || request.top_k > MAX_TOP_K {
         return Err(ApiError::invalid(
             "top_k",
@@ -210,22 +222,21 @@ pub async fn search(
             "give exactly one query: text, image or embedding",
         ));
     }
-    if request.captions && !collection.manifest().captions {
+    if request.captions && !manifest.captions {
         return Err(ApiError::invalid(
             "captions",
             None,
             format!("collection {:?} has no captions", served.name),
         ));
     }
-    if request.ann && served.ann.is_none() {
-        return Err(ApiError::invalid(
-            "ann",
-            None,
-            format!(
-                "collection {:?} has no current HNSW index (build it with `biomedclip index ann`)",
-                served.name
-            ),
-        ));
+    if request.ann {
+        if let Store::Folder { ann: Err(e), .. } = &served.store {
+            return Err(ApiError::invalid(
+                "ann",
+                None,
+                format!("collection {:?}: {e}", served.name),
+            ));
+        }
     }
     if request.ann && request.captions {
         return Err(ApiError::invalid(
@@ -241,24 +252,26 @@ pub async fn search(
             format!("ef must be 1 to {MAX_EF}"),
         ));
     }
-    // Parsed here (a bad filter is refused before any inference); evaluated over every row
-    // on the blocking pool with the search.
+    // Parsed here (a bad filter is refused before any inference); evaluated with the search
+    // on the blocking pool (or by the database).
     let filter = request
         .filter
         .as_deref()
         .map(|expr| {
-            Filter::parse(expr, collection.metadata())
+            served
+                .store
+                .parse_filter(expr)
                 .map_err(|e| ApiError::invalid("where", None, e.to_string()))
         })
         .transpose()?;
     let query = if let Some(e) = request.embedding {
-        if e.len() != collection.dim() || e.iter().any(|v| !v.is_finite()) {
+        if e.len() != manifest.dim || e.iter().any(|v| !v.is_finite()) {
             return Err(ApiError::invalid(
                 "embedding",
                 None,
                 format!(
                     "embedding must be {} finite numbers, got {}",
-                    collection.dim(),
+                    manifest.dim,
                     e.len()
                 ),
             ));
@@ -288,35 +301,31 @@ pub async fn search(
     };
     let searched = Arc::clone(&served);
     let hits = tokio::task::spawn_blocking(move || {
-        let queries = [query];
-        let allowed = filter.map(|f| f.mask(searched.collection.metadata()));
-        match (&searched.ann, ann) {
-            (Some(index), true) => index.search(&queries, top_k, ef, allowed.as_deref()),
-            _ => exact(
-                &searched.collection,
-                &queries,
-                top_k,
-                target,
-                allowed.as_deref(),
-            ),
-        }
+        searched
+            .store
+            .search(&[query], top_k, target, filter.as_ref(), ann.then_some(ef))
     })
     .await
     .map_err(|e| ApiError::Internal(format!("the search failed: {e}")))?
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let meta = collection.metadata();
+    .map_err(|e| match e {
+        biomedclip_collection::Error::Database { .. } => ApiError::Unavailable(e.to_string()),
+        other => ApiError::Internal(other.to_string()),
+    })?;
     Ok(Json(SearchResponse {
         collection: served.name.clone(),
         method: if ann { "ann" } else { "exact" },
-        results: hits[0]
-            .iter()
+        results: hits
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+            .into_iter()
             .enumerate()
             .map(|(rank, h)| SearchHit {
                 rank: rank + 1,
                 id: h.id,
-                path: collection.image_path(h.id).map(str::to_string),
+                path: h.path,
                 score: h.score,
-                metadata: meta.row_json(h.id),
+                metadata: h.metadata,
             })
             .collect(),
         notice: "BiomedCLIP is a research model: not for clinical use.",
@@ -338,22 +347,17 @@ pub async fn item_image(
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let served = served(&state, &name)?;
-    let row: usize = id.parse().map_err(|_| {
+    let row: u64 = id.parse().map_err(|_| {
         ApiError::NotFound(format!(
-            "item {id:?}: items are named by row number (0 to {})",
-            served.collection.len().saturating_sub(1)
+            "item {id:?}: items are named by their id in search results (a number)"
         ))
     })?;
-    let path = served
-        .collection
-        .image_path(row)
-        .ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "collection {name:?} has {} rows; there is no row {row}",
-                served.collection.len()
-            ))
-        })?
-        .to_string();
+    let looked_up = Arc::clone(&served);
+    let path = tokio::task::spawn_blocking(move || looked_up.store.image_path(row))
+        .await
+        .map_err(|e| ApiError::Internal(format!("the lookup failed: {e}")))?
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        .ok_or_else(|| ApiError::NotFound(format!("collection {name:?} has no row {row}")))?;
     let model = Arc::clone(&state.ready()?.model);
     let limits = biomedclip::image::Limits {
         max_pixels: state.config.max_image_pixels,

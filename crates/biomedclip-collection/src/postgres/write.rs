@@ -1,0 +1,389 @@
+//! `index build|update --store postgres://...`: embeds the inputs the table does not hold
+//! yet, a batch per transaction, and (with `--ann`, or `index ann`) builds the HNSW index.
+//!
+//! Why a stopped worker loses and duplicates nothing: a batch's rows and failures commit in
+//! one transaction (all or none), every row is keyed by (content hash, path) and inserted
+//! with `ON CONFLICT DO NOTHING`, and a started worker first asks the database which of its
+//! inputs are done. Workers of different shards run at once; two of the same shard, or an
+//! unsharded writer beside shard writers, are refused through advisory locks (held by the
+//! session, so a killed worker's lock goes with its connection).
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use biomedclip::BiomedClip;
+use postgres::types::ToSql;
+use rayon::prelude::*;
+
+use super::{ensure_collection, jsonb_columns, read_manifest, Database, Tables};
+use crate::build::{embed_part, hash_file, Embedded, Event, Report};
+use crate::error::{Error, Result};
+use crate::inputs::{self, InputSpec, Item};
+use crate::layout::Shard;
+use crate::manifest::{Manifest, ModelId, FORMAT};
+use crate::metadata::{Columns, Failure};
+use crate::npy::Dtype;
+
+/// Hashes asked about per query while finding what is done.
+const LOOKUP_CHUNK: usize = 10_000;
+
+/// What to build, and where.
+#[derive(Debug, Clone)]
+pub struct PgBuildOptions {
+    /// The database.
+    pub database: Database,
+    /// The collection's name (its table).
+    pub name: String,
+    /// The inputs.
+    pub spec: InputSpec,
+    /// This worker's share.
+    pub shard: Shard,
+    /// Inputs per transaction.
+    pub batch: usize,
+    /// Also drop the rows of deleted and changed files (`index update`).
+    pub update: bool,
+}
+
+/// Builds (or resumes, or updates) collection `options.name` in the database.
+pub fn build(
+    model: &BiomedClip,
+    model_id: &ModelId,
+    options: &PgBuildOptions,
+    on: &mut dyn FnMut(Event<'_>),
+) -> Result<Report> {
+    super::check_name(&options.name)?;
+    if options.batch == 0 {
+        return Err(Error::Invalid("--part-size must be at least 1".into()));
+    }
+    let database = &options.database;
+    let target = database.target(&options.name);
+    let db = |e: postgres::Error| Error::database(&target, &e);
+    let listed = inputs::list(&options.spec)?;
+    let columns = Columns {
+        captions: listed.captions,
+        extra: listed.extra_columns.clone(),
+    };
+    let wanted = Manifest {
+        format: FORMAT,
+        model: model_id.clone(),
+        precision: model.precision().to_string(),
+        dim: model.embed_dim(),
+        dtype: Dtype::F32,
+        captions: columns.captions,
+        extra_columns: columns.extra.clone(),
+        inputs: options
+            .spec
+            .inputs
+            .iter()
+            .map(|p| inputs::absolute(p))
+            .collect(),
+        glob: options.spec.glob.clone(),
+        captions_csv: options.spec.captions.as_deref().map(inputs::absolute),
+        part_size: options.batch,
+        rows: 0,
+        parts: Vec::new(),
+        failed: Vec::new(),
+    };
+    let mut client = database.connect()?;
+    let manifest = ensure_collection(&mut client, database, &options.name, &wanted)?;
+    lock(&mut client, &target, &options.name, options.shard)?;
+    let tables = Tables::of(&options.name);
+
+    let mine: Vec<&Item> = listed
+        .items
+        .iter()
+        .filter(|i| options.shard.owns_item(&i.path))
+        .collect();
+    let hashes: Vec<Option<String>> = mine.par_iter().map(|i| hash_file(&i.path)).collect();
+    let mut report = Report {
+        inputs: mine.len(),
+        ..Report::default()
+    };
+
+    if options.update {
+        report.dropped = drop_gone(&mut client, &target, &tables, options.shard, &mine, &hashes)?;
+    }
+
+    // What is done: a row or a recorded failure with the same path and content.
+    let mut done: HashSet<(String, String)> = HashSet::new();
+    let known: Vec<String> = hashes
+        .iter()
+        .map(|h| h.clone().unwrap_or_default())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    for chunk in known.chunks(LOOKUP_CHUNK) {
+        for table in [&tables.rows, &tables.failed] {
+            let rows = client
+                .query(
+                    &format!("SELECT image_path, blake3 FROM {table} WHERE blake3 = ANY($1)"),
+                    &[&chunk],
+                )
+                .map_err(db)?;
+            done.extend(rows.iter().map(|r| (r.get(0), r.get(1))));
+        }
+    }
+    let pending: Vec<(&Item, Option<&str>)> = mine
+        .iter()
+        .zip(&hashes)
+        .filter(|(i, h)| !done.contains(&(i.path.clone(), (*h).clone().unwrap_or_default())))
+        .map(|(i, h)| (*i, h.as_deref()))
+        .collect();
+    report.already = mine.len() - pending.len();
+    on(Event::Planned {
+        inputs: mine.len(),
+        done: report.already,
+        pending: pending.len(),
+    });
+    drop(done);
+
+    // Inputs the listing could not read (an unreadable folder) are recorded as failures too.
+    if options.shard == Shard::ALL || options.shard.index == 0 {
+        commit(
+            &mut client,
+            &target,
+            &tables,
+            &manifest,
+            Embedded {
+                rows: Vec::new(),
+                images: Vec::new(),
+                captions: None,
+                failed: listed.unreadable.clone(),
+            },
+        )?;
+    }
+    for (j, chunk) in pending.chunks(options.batch).enumerate() {
+        let embedded = embed_part(model, chunk, manifest.captions, on)?;
+        report.embedded += embedded.rows.len();
+        report.failed += embedded.failed.len();
+        commit(&mut client, &target, &tables, &manifest, embedded)?;
+        report.parts.push(j as u32);
+        on(Event::Committed(j as u32));
+    }
+    let mut summary = manifest;
+    summary.rows = count(&mut client, &target, &tables.rows)?;
+    summary.failed = failures(&mut client, &target, &tables.failed)?;
+    report.manifest = Some(summary);
+    Ok(report)
+}
+
+/// Takes the writer's advisory locks: the collection (shared by shard workers, exclusive
+/// for an unsharded writer) and its shard (exclusive).
+fn lock(client: &mut postgres::Client, target: &str, name: &str, shard: Shard) -> Result<()> {
+    let db = |e: postgres::Error| Error::database(target, &e);
+    let key = format!("biomedclip collection {name}");
+    let whole = if shard.count == 1 {
+        "pg_try_advisory_lock"
+    } else {
+        "pg_try_advisory_lock_shared"
+    };
+    let got: bool = client
+        .query_one(&format!("SELECT {whole}(hashtext($1), -1)"), &[&key])
+        .map_err(db)?
+        .get(0);
+    if !got {
+        return Err(Error::Invalid(format!(
+            "{target}: the collection is being written by another process ({}); wait for it \
+             to finish or stop it",
+            if shard.count == 1 {
+                "shard workers or another writer"
+            } else {
+                "an unsharded writer"
+            }
+        )));
+    }
+    if shard.count > 1 {
+        let got: bool = client
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtext($1), $2)",
+                &[&key, &(shard.index as i32)],
+            )
+            .map_err(db)?
+            .get(0);
+        if !got {
+            return Err(Error::Invalid(format!(
+                "{target}: shard {shard} is being written by another worker; wait for it to \
+                 finish or stop it"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the rows and failures of this shard whose file is gone or listed with other
+/// content (`index update`); returns how many rows went. A file that exists but is not
+/// listed now, or cannot be hashed now, keeps its row: a listing problem is not a deletion.
+fn drop_gone(
+    client: &mut postgres::Client,
+    target: &str,
+    tables: &Tables,
+    shard: Shard,
+    mine: &[&Item],
+    hashes: &[Option<String>],
+) -> Result<usize> {
+    let db = |e: postgres::Error| Error::database(target, &e);
+    let current: HashMap<&str, Option<&str>> = mine
+        .iter()
+        .zip(hashes)
+        .map(|(i, h)| (i.path.as_str(), h.as_deref()))
+        .collect();
+    let stays = |path: &str, hash: &str| match current.get(path) {
+        Some(Some(now)) => *now == hash,
+        Some(None) => true,
+        None => Path::new(path).exists(),
+    };
+    let mut dropped = 0;
+    for table in [&tables.rows, &tables.failed] {
+        let gone: Vec<(String, String)> = client
+            .query(&format!("SELECT image_path, blake3 FROM {table}"), &[])
+            .map_err(db)?
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+            .filter(|(path, hash)| shard.owns_item(path) && !stays(path, hash))
+            .collect();
+        let (paths, blake3s): (Vec<String>, Vec<String>) = gone.into_iter().unzip();
+        let n = client
+            .execute(
+                &format!(
+                    "DELETE FROM {table} t USING unnest($1::text[], $2::text[]) AS g(p, h) \
+                     WHERE t.image_path = g.p AND t.blake3 = g.h"
+                ),
+                &[&paths, &blake3s],
+            )
+            .map_err(db)?;
+        if table == &tables.rows {
+            dropped = n as usize;
+        }
+    }
+    Ok(dropped)
+}
+
+/// Writes one batch's rows and failures in one transaction.
+fn commit(
+    client: &mut postgres::Client,
+    target: &str,
+    tables: &Tables,
+    manifest: &Manifest,
+    part: Embedded,
+) -> Result<()> {
+    let db = |e: postgres::Error| Error::database(target, &e);
+    let dim = manifest.dim;
+    let jsonb = jsonb_columns(manifest);
+    let mut tx = client.transaction().map_err(db)?;
+    // One prepared statement executed per row: a batch of a thousand rows costs well under
+    // a second on a local network, against minutes of embedding.
+    let insert = tx
+        .prepare(&format!(
+            "INSERT INTO {} (image_path, blake3, caption, size, metadata, img_emb, text_emb) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (blake3, image_path) DO NOTHING",
+            tables.rows
+        ))
+        .map_err(db)?;
+    for (i, row) in part.rows.iter().enumerate() {
+        let mut metadata = serde_json::Map::new();
+        let values = row.dicom.iter().chain(&row.extra);
+        for (name, value) in jsonb.iter().zip(values) {
+            metadata.insert(
+                name.clone(),
+                value
+                    .as_ref()
+                    .map_or(serde_json::Value::Null, |v| v.clone().into()),
+            );
+        }
+        let metadata = serde_json::Value::Object(metadata);
+        let image = pgvector::Vector::from(part.images[i * dim..(i + 1) * dim].to_vec());
+        let text = part
+            .captions
+            .as_ref()
+            .map(|c| pgvector::Vector::from(c[i * dim..(i + 1) * dim].to_vec()));
+        let params: [&(dyn ToSql + Sync); 7] = [
+            &row.image_path,
+            &row.blake3,
+            &row.caption,
+            &row.size,
+            &metadata,
+            &image,
+            &text,
+        ];
+        tx.execute(&insert, &params).map_err(db)?;
+    }
+    let failed = tx
+        .prepare(&format!(
+            "INSERT INTO {} (image_path, blake3, error) VALUES ($1, $2, $3) \
+             ON CONFLICT (blake3, image_path) DO NOTHING",
+            tables.failed
+        ))
+        .map_err(db)?;
+    for f in &part.failed {
+        let hash = f.blake3.clone().unwrap_or_default();
+        tx.execute(&failed, &[&f.path, &hash, &f.error])
+            .map_err(db)?;
+    }
+    tx.commit().map_err(db)
+}
+
+pub(crate) fn count(client: &mut postgres::Client, target: &str, table: &str) -> Result<usize> {
+    let n: i64 = client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .map_err(|e| Error::database(target, &e))?
+        .get(0);
+    Ok(n as usize)
+}
+
+pub(crate) fn failures(
+    client: &mut postgres::Client,
+    target: &str,
+    table: &str,
+) -> Result<Vec<Failure>> {
+    Ok(client
+        .query(
+            &format!("SELECT image_path, blake3, error FROM {table} ORDER BY image_path"),
+            &[],
+        )
+        .map_err(|e| Error::database(target, &e))?
+        .iter()
+        .map(|r| {
+            let hash: String = r.get(1);
+            Failure {
+                path: r.get(0),
+                blake3: (!hash.is_empty()).then_some(hash),
+                error: r.get(2),
+            }
+        })
+        .collect())
+}
+
+/// Builds the HNSW index on the image embeddings (`vector_cosine_ops`, `m`, and
+/// `ef_construction`), unless the collection has one; later inserts keep it current.
+/// Returns whether it was built now.
+pub fn create_hnsw(
+    database: &Database,
+    name: &str,
+    m: usize,
+    ef_construction: usize,
+) -> Result<bool> {
+    super::check_name(name)?;
+    let target = database.target(name);
+    let db = |e: postgres::Error| Error::database(&target, &e);
+    let mut client = database.connect()?;
+    read_manifest(&mut client, database, name)?;
+    let tables = Tables::of(name);
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&tables.hnsw])
+        .map_err(db)?
+        .get(0);
+    if exists {
+        return Ok(false);
+    }
+    // pgvector builds fastest when the graph fits in maintenance_work_mem.
+    client
+        .batch_execute(&format!(
+            "SET maintenance_work_mem = '1GB';
+             CREATE INDEX IF NOT EXISTS {hnsw} ON {rows} USING hnsw (img_emb vector_cosine_ops)
+                 WITH (m = {m}, ef_construction = {ef_construction});",
+            hnsw = tables.hnsw,
+            rows = tables.rows,
+        ))
+        .map_err(db)?;
+    Ok(true)
+}
