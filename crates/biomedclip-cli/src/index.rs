@@ -190,7 +190,7 @@ pub enum Index {
         /// The collection.
         dir: PathBuf,
         /// `--store`: the database, instead of a folder.
-        store: Option<Database>,
+        store: Option<Box<Database>>,
         /// Parameters.
         params: AnnParams,
     },
@@ -282,7 +282,7 @@ pub fn parse(m: &ArgMatches) -> Result<Index> {
         }
         Some(("ann", m)) => Ok(Index::Ann {
             dir: m.get_one::<PathBuf>("dir").expect("required").clone(),
-            store: store(m)?,
+            store: store(m)?.map(Box::new),
             params: ann_params(m)?,
         }),
         _ => unreachable!("clap requires a subcommand"),
@@ -353,7 +353,7 @@ pub fn run(index: Index) -> Result<ExitCode> {
         ann,
     } = match index {
         Index::Ann { dir, store, params } => {
-            build_ann(&dir, store.as_ref(), &params)?;
+            build_ann(&dir, store.as_deref(), &params)?;
             return Ok(ExitCode::SUCCESS);
         }
         Index::Build(args) => *args,

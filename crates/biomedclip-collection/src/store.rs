@@ -18,7 +18,7 @@ pub enum Location {
     /// A folder.
     Folder(PathBuf),
     /// A database, and the collection's name in it.
-    Postgres(Database, String),
+    Postgres(Box<Database>, String),
 }
 
 impl Location {
@@ -29,7 +29,10 @@ impl Location {
             None => Ok(Location::Folder(PathBuf::from(name))),
             Some(url) => {
                 crate::postgres::check_name(name)?;
-                Ok(Location::Postgres(Database::parse(url)?, name.to_string()))
+                Ok(Location::Postgres(
+                    Box::new(Database::parse(url)?),
+                    name.to_string(),
+                ))
             }
         }
     }
