@@ -95,15 +95,13 @@ impl Database {
     ) -> Result<r2d2::Pool<r2d2_postgres::PostgresConnectionManager<postgres::NoTls>>> {
         let manager =
             r2d2_postgres::PostgresConnectionManager::new(self.config.clone(), postgres::NoTls);
-        r2d2::Pool::builder()
+        // Connections are made when searches need them: a database that is down at the
+        // moment fails those searches (503 in the server), not the process.
+        Ok(r2d2::Pool::builder()
             .max_size(size)
-            .min_idle(Some(1))
+            .min_idle(Some(0))
             .connection_timeout(std::time::Duration::from_secs(10))
-            .build(manager)
-            .map_err(|e| Error::Database {
-                target: self.shown.clone(),
-                reason: format!("cannot connect: {e}"),
-            })
+            .build_unchecked(manager))
     }
 }
 

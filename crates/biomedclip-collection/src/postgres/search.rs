@@ -37,14 +37,9 @@ impl PgCollection {
     /// Opens collection `name`, with a pool of up to `connections` connections.
     pub fn open(database: &Database, name: &str, connections: u32) -> Result<PgCollection> {
         super::check_name(name)?;
-        let pool = database.pool(connections.max(1))?;
         let target = database.target(name);
-        let mut client = pool.get().map_err(|e| Error::Database {
-            target: target.clone(),
-            reason: format!("cannot connect: {e}"),
-        })?;
-        let manifest = read_manifest(&mut client, database, name)?;
-        drop(client);
+        let manifest = read_manifest(&mut database.connect()?, database, name)?;
+        let pool = database.pool(connections.max(1))?;
         Ok(PgCollection {
             database: database.clone(),
             name: name.to_string(),

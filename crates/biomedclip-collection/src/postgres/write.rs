@@ -24,6 +24,9 @@ use crate::manifest::{Manifest, ModelId, FORMAT};
 use crate::metadata::{Columns, Failure};
 use crate::npy::Dtype;
 
+/// Tries for a writer's lock, 250 ms apart.
+const LOCK_TRIES: usize = 12;
+
 /// Hashes asked about per query while finding what is done.
 const LOOKUP_CHUNK: usize = 10_000;
 
@@ -177,10 +180,21 @@ fn lock(client: &mut postgres::Client, target: &str, name: &str, shard: Shard) -
     } else {
         "pg_try_advisory_lock_shared"
     };
-    let got: bool = client
-        .query_one(&format!("SELECT {whole}(hashtext($1), -1)"), &[&key])
-        .map_err(db)?
-        .get(0);
+    // A worker killed a moment ago holds its locks until the server sees its connection
+    // close: a few tries before refusing.
+    let mut try_lock = |sql: &str, params: &[&(dyn ToSql + Sync)]| -> Result<bool> {
+        for attempt in 0..LOCK_TRIES {
+            let got: bool = client.query_one(sql, params).map_err(db)?.get(0);
+            if got {
+                return Ok(true);
+            }
+            if attempt + 1 < LOCK_TRIES {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+        }
+        Ok(false)
+    };
+    let got = try_lock(&format!("SELECT {whole}(hashtext($1), -1)"), &[&key])?;
     if !got {
         return Err(Error::Invalid(format!(
             "{target}: the collection is being written by another process ({}); wait for it \
@@ -193,13 +207,10 @@ fn lock(client: &mut postgres::Client, target: &str, name: &str, shard: Shard) -
         )));
     }
     if shard.count > 1 {
-        let got: bool = client
-            .query_one(
-                "SELECT pg_try_advisory_lock(hashtext($1), $2)",
-                &[&key, &(shard.index as i32)],
-            )
-            .map_err(db)?
-            .get(0);
+        let got = try_lock(
+            "SELECT pg_try_advisory_lock(hashtext($1), $2)",
+            &[&key, &(shard.index as i32)],
+        )?;
         if !got {
             return Err(Error::Invalid(format!(
                 "{target}: shard {shard} is being written by another worker; wait for it to \
