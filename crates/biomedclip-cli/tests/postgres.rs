@@ -39,6 +39,7 @@ impl Postgres {
             return None;
         };
         // PostgreSQL refuses to run as root: as root, run it as an unprivileged user.
+        // SAFETY: geteuid has no preconditions and cannot fail.
         let root = unsafe { libc::geteuid() } == 0;
         let user = if root {
             Some(std::env::var("BIOMEDCLIP_PG_USER").expect(
