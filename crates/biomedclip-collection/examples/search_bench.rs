@@ -5,8 +5,10 @@
 //! dimensions, clustered like real embeddings (a few thousand centres, each row a centre plus
 //! noise), and `DIR/queries.npy` (queries drawn the same way). `search_bench exact DIR` times
 //! exact top-10 at batch 1 and 64; `search_bench hnsw DIR M EF_CONSTRUCTION EF...` builds the
-//! HNSW graph and times searches at each ef with their recall@10 against exact. Each prints
-//! one JSON object.
+//! HNSW graph and times searches at each ef with their recall@10 against exact.
+//! `search_bench postgres DIR URL M EF_CONSTRUCTION EF...` writes the same collection into
+//! PostgreSQL + pgvector through the crate's writer, times exact search there against ours,
+//! then pgvector's HNSW build and its searches at each ef. Each prints one JSON object.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -231,6 +233,121 @@ fn main() {
                        "simd": index.hardware_acceleration()})
             );
         }
-        other => panic!("unknown mode {other}: generate, exact or hnsw"),
+        "postgres" => postgres_bench(&dir, &args[3..]),
+        other => panic!("unknown mode {other}: generate, exact, hnsw or postgres"),
     }
+}
+
+/// The collection of `dir` in a database: insert rate, exact latency beside ours, HNSW build
+/// and QPS with recall@10 against exact.
+fn postgres_bench(dir: &Path, args: &[String]) {
+    use biomedclip_collection::postgres::{create_hnsw, Database, PgCollection, PgWriter};
+
+    let database = Database::parse(&args[0]).unwrap();
+    let m: usize = args[1].parse().unwrap();
+    let ef_construction: usize = args[2].parse().unwrap();
+    let efs: Vec<usize> = args[3..].iter().map(|e| e.parse().unwrap()).collect();
+    let collection = Collection::open(dir).unwrap();
+    let q: Vec<Vec<f32>> = queries(dir).into_iter().take(200).collect();
+    let truth = ids(&exact(&collection, &q, K, Target::Images, None).unwrap());
+    let truth_paths: Vec<Vec<String>> = truth
+        .iter()
+        .map(|t| {
+            t.iter()
+                .map(|&i| collection.image_path(i).unwrap().to_string())
+                .collect()
+        })
+        .collect();
+
+    let name = "search_bench";
+    let mut client = database.connect().unwrap();
+    client
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS {name}; DROP TABLE IF EXISTS {name}__failed;
+             DO $$ BEGIN IF to_regclass('biomedclip_collections') IS NOT NULL THEN
+                 DELETE FROM biomedclip_collections WHERE name = '{name}'; END IF; END $$;"
+        ))
+        .unwrap();
+    let mut writer = PgWriter::open(&database, name, collection.manifest()).unwrap();
+    let rows: Vec<Row> = (0..collection.len())
+        .map(|i| Row {
+            image_path: collection.image_path(i).unwrap().to_string(),
+            caption: None,
+            blake3: format!("{i:064x}"),
+            size: 0,
+            dicom: vec![None; 6],
+            extra: Vec::new(),
+        })
+        .collect();
+    let t = Instant::now();
+    let values = collection.parts()[0].images.rows_f32(0..collection.len());
+    for (chunk, emb) in rows.chunks(10_000).zip(values.chunks(10_000 * DIM)) {
+        writer.insert(chunk, emb, None, &[]).unwrap();
+    }
+    let insert_s = t.elapsed().as_secs_f64();
+    client
+        .batch_execute(&format!("VACUUM ANALYZE {name}"))
+        .unwrap();
+
+    let pg = PgCollection::open(&database, name, 1).unwrap();
+    let singles = 20.min(q.len());
+    pg.search(&q[..1], K, Target::Images, None, None).unwrap();
+    let t = Instant::now();
+    let mut same = 0;
+    for (query, want) in q[..singles].iter().zip(&truth_paths) {
+        let got = pg
+            .search(std::slice::from_ref(query), K, Target::Images, None, None)
+            .unwrap();
+        same += got[0]
+            .iter()
+            .filter(|f| want.contains(f.path.as_ref().unwrap()))
+            .count();
+    }
+    let pg_exact_ms = t.elapsed().as_secs_f64() * 1000.0 / singles as f64;
+    exact(&collection, &q[..1], K, Target::Images, None).unwrap();
+    let t = Instant::now();
+    for query in &q[..singles] {
+        exact(
+            &collection,
+            std::slice::from_ref(query),
+            K,
+            Target::Images,
+            None,
+        )
+        .unwrap();
+    }
+    let ours_exact_ms = t.elapsed().as_secs_f64() * 1000.0 / singles as f64;
+
+    let t = Instant::now();
+    create_hnsw(&database, name, m, ef_construction).unwrap();
+    let build_s = t.elapsed().as_secs_f64();
+    let mut runs = Vec::new();
+    for ef in efs {
+        pg.search(&q[..1], K, Target::Images, None, Some(Some(ef)))
+            .unwrap();
+        let t = Instant::now();
+        let found = pg
+            .search(&q, K, Target::Images, None, Some(Some(ef)))
+            .unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        let hits: usize = found
+            .iter()
+            .zip(&truth_paths)
+            .map(|(f, want)| {
+                f.iter()
+                    .filter(|x| want.contains(x.path.as_ref().unwrap()))
+                    .count()
+            })
+            .sum();
+        runs.push(json!({"ef": ef, "qps": q.len() as f64 / secs,
+                         "recall_at_10": hits as f64 / (K * q.len()) as f64}));
+    }
+    println!(
+        "{}",
+        json!({"rows": collection.len(), "insert_s": insert_s,
+               "insert_rows_per_s": collection.len() as f64 / insert_s,
+               "pg_exact_b1_ms": pg_exact_ms, "ours_exact_b1_ms": ours_exact_ms,
+               "pg_exact_agreement": same as f64 / (K * singles) as f64,
+               "m": m, "ef_construction": ef_construction, "hnsw_build_s": build_s, "runs": runs})
+    );
 }

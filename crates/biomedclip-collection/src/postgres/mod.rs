@@ -18,7 +18,7 @@ mod search;
 mod write;
 
 pub use search::PgCollection;
-pub use write::{build, create_hnsw, PgBuildOptions};
+pub use write::{build, create_hnsw, PgBuildOptions, PgWriter};
 
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::inputs::{self, InputSpec, Item};
 use crate::layout::Shard;
 use crate::manifest::{Manifest, ModelId, FORMAT};
-use crate::metadata::{Columns, Failure};
+use crate::metadata::{Columns, Failure, Row};
 use crate::npy::Dtype;
 
 /// Tries for a writer's lock, 250 ms apart.
@@ -277,8 +277,41 @@ fn commit(
     manifest: &Manifest,
     part: Embedded,
 ) -> Result<()> {
-    let db = |e: postgres::Error| Error::database(target, &e);
+    insert(
+        client,
+        target,
+        tables,
+        manifest,
+        &part.rows,
+        &part.images,
+        part.captions.as_deref(),
+        &part.failed,
+    )
+}
+
+/// Inserts rows (with their embeddings, `dim` values a row) and failures in one transaction;
+/// rows and failures already present are left as they are.
+#[allow(clippy::too_many_arguments)]
+fn insert(
+    client: &mut postgres::Client,
+    target: &str,
+    tables: &Tables,
+    manifest: &Manifest,
+    rows: &[Row],
+    images: &[f32],
+    captions: Option<&[f32]>,
+    failed: &[Failure],
+) -> Result<()> {
     let dim = manifest.dim;
+    if images.len() != rows.len() * dim || captions.is_some_and(|c| c.len() != rows.len() * dim) {
+        return Err(Error::Invalid(format!(
+            "{target}: {} rows need {} embedding values, got {}",
+            rows.len(),
+            rows.len() * dim,
+            images.len()
+        )));
+    }
+    let db = |e: postgres::Error| Error::database(target, &e);
     let jsonb = jsonb_columns(manifest);
     let mut tx = client.transaction().map_err(db)?;
     // One prepared statement executed per row: a batch of a thousand rows costs well under
@@ -290,7 +323,7 @@ fn commit(
             tables.rows
         ))
         .map_err(db)?;
-    for (i, row) in part.rows.iter().enumerate() {
+    for (i, row) in rows.iter().enumerate() {
         let mut metadata = serde_json::Map::new();
         let values = row.dicom.iter().chain(&row.extra);
         for (name, value) in jsonb.iter().zip(values) {
@@ -302,11 +335,8 @@ fn commit(
             );
         }
         let metadata = serde_json::Value::Object(metadata);
-        let image = pgvector::Vector::from(part.images[i * dim..(i + 1) * dim].to_vec());
-        let text = part
-            .captions
-            .as_ref()
-            .map(|c| pgvector::Vector::from(c[i * dim..(i + 1) * dim].to_vec()));
+        let image = pgvector::Vector::from(images[i * dim..(i + 1) * dim].to_vec());
+        let text = captions.map(|c| pgvector::Vector::from(c[i * dim..(i + 1) * dim].to_vec()));
         let params: [&(dyn ToSql + Sync); 7] = [
             &row.image_path,
             &row.blake3,
@@ -318,16 +348,16 @@ fn commit(
         ];
         tx.execute(&insert, &params).map_err(db)?;
     }
-    let failed = tx
+    let insert_failed = tx
         .prepare(&format!(
             "INSERT INTO {} (image_path, blake3, error) VALUES ($1, $2, $3) \
              ON CONFLICT (blake3, image_path) DO NOTHING",
             tables.failed
         ))
         .map_err(db)?;
-    for f in &part.failed {
+    for f in failed {
         let hash = f.blake3.clone().unwrap_or_default();
-        tx.execute(&failed, &[&f.path, &hash, &f.error])
+        tx.execute(&insert_failed, &[&f.path, &hash, &f.error])
             .map_err(db)?;
     }
     tx.commit().map_err(db)
@@ -397,4 +427,67 @@ pub fn create_hnsw(
         ))
         .map_err(db)?;
     Ok(true)
+}
+
+/// Writes rows embedded elsewhere (a Ray job, another tool) into a collection: the same
+/// tables, keys and idempotent inserts as `index build --store`.
+pub struct PgWriter {
+    client: postgres::Client,
+    target: String,
+    tables: Tables,
+    manifest: Manifest,
+}
+
+impl std::fmt::Debug for PgWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.target)
+    }
+}
+
+impl PgWriter {
+    /// Creates collection `name` with `manifest` if it does not exist, or checks that the
+    /// existing one was made the same way (model, precision, dimensions, columns, inputs).
+    pub fn open(database: &Database, name: &str, manifest: &Manifest) -> Result<PgWriter> {
+        super::check_name(name)?;
+        let mut client = database.connect()?;
+        let manifest = ensure_collection(&mut client, database, name, manifest)?;
+        Ok(PgWriter {
+            client,
+            target: database.target(name),
+            tables: Tables::of(name),
+            manifest,
+        })
+    }
+
+    /// Inserts `rows` with their image embeddings (and caption embeddings, in collections
+    /// with captions) and `failed` in one transaction.
+    pub fn insert(
+        &mut self,
+        rows: &[Row],
+        images: &[f32],
+        captions: Option<&[f32]>,
+        failed: &[Failure],
+    ) -> Result<()> {
+        if captions.is_some() != self.manifest.captions {
+            return Err(Error::Invalid(format!(
+                "{}: the collection {} captions",
+                self.target,
+                if self.manifest.captions {
+                    "has"
+                } else {
+                    "has no"
+                }
+            )));
+        }
+        insert(
+            &mut self.client,
+            &self.target,
+            &self.tables,
+            &self.manifest,
+            rows,
+            images,
+            captions,
+            failed,
+        )
+    }
 }
