@@ -162,8 +162,11 @@ fn ann_args(cmd: Command) -> Command {
             .long("quantization")
             .value_name("Q")
             .value_parser(["f32", "f16", "i8"])
-            .default_value("f16")
-            .help("How the HNSW graph stores vectors"),
+            .default_value(d.quantization.as_str())
+            .help(
+                "How the HNSW graph stores vectors (f16 and i8: the best candidates are \
+                 re-scored exactly against the collection's own embeddings)",
+            ),
     )
 }
 

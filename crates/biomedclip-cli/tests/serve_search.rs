@@ -202,13 +202,10 @@ fn search_answers_as_the_cli_and_refuses_bad_requests_clearly() {
     for (path, words) in [
         (
             "/collections/demo/items/..%2F..%2Fetc%2Fpasswd/image",
-            "named by row number",
+            "named by their id",
         ),
-        (
-            "/collections/demo/items/7/image",
-            "has 7 rows; there is no row 7",
-        ),
-        ("/collections/demo/items/-1/image", "named by row number"),
+        ("/collections/demo/items/7/image", "has no row 7"),
+        ("/collections/demo/items/-1/image", "named by their id"),
         ("/collections/nope/items/0/image", "this server has: demo"),
     ] {
         let (status, body) = server.get(path);

@@ -214,9 +214,11 @@ fn main() {
             let index = Ann::open(&collection).unwrap();
             let mut runs = Vec::new();
             for ef in efs {
-                index.search(&q[..1], K, Some(ef), None).unwrap();
+                index
+                    .search(&collection, &q[..1], K, Some(ef), None)
+                    .unwrap();
                 let t = Instant::now();
-                let found = index.search(&q, K, Some(ef), None).unwrap();
+                let found = index.search(&collection, &q, K, Some(ef), None).unwrap();
                 let secs = t.elapsed().as_secs_f64();
                 let hits: usize = ids(&found)
                     .iter()

@@ -159,6 +159,21 @@ impl Collection {
             .flatten()
     }
 
+    /// Row `id`'s embedding for `target`, as f32.
+    pub fn row_f32(&self, id: usize, target: Target) -> Option<std::borrow::Cow<'_, [f32]>> {
+        let at = self
+            .parts
+            .partition_point(|p| p.offset <= id)
+            .checked_sub(1)?;
+        let part = &self.parts[at];
+        let matrix = match target {
+            Target::Images => &part.images,
+            Target::Captions => part.captions.as_ref()?,
+        };
+        let i = id - part.offset;
+        (i < matrix.rows()).then(|| matrix.rows_f32(i..i + 1))
+    }
+
     /// The embedding matrix of `part` for `target`, if the collection has it.
     pub fn matrix<'a>(&self, part: &'a Part, target: Target) -> Result<&'a Matrix> {
         match target {

@@ -183,7 +183,7 @@ impl Store {
                             ));
                         }
                         let index = index.as_ref().map_err(|e| Error::Invalid(e.to_string()))?;
-                        index.search(queries, k, ef, allowed.as_deref())?
+                        index.search(collection, queries, k, ef, allowed.as_deref())?
                     }
                 };
                 let meta = collection.metadata();
