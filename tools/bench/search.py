@@ -114,6 +114,7 @@ def main():
     p.add_argument("--work", type=Path, default=Path("/tmp/biomedclip-search-bench"))
     p.add_argument("--child", nargs="+")
     p.add_argument("--skip-exact", action="store_true", help="only the HNSW comparison")
+    p.add_argument("--storages", default="f32,f16,i8", help="our graphs' vector types to compare")
     a = p.parse_args()
     if a.child:
         mode, *rest = a.child
@@ -141,6 +142,8 @@ def main():
     theirs = {}
     # Ours with i8 vectors (candidates re-scored exactly) against faiss's f32 graph.
     for storage, peer in (("f32", "f32"), ("f16", "f16"), ("i8", "f32")):
+        if storage not in a.storages.split(","):
+            continue
         if peer not in theirs:
             theirs[peer] = child("hnsw", hnsw, a.m, a.ef_construction, a.efs, peer)
         hnsw_runs[storage] = (

@@ -261,13 +261,33 @@ pub fn parse(m: &ArgMatches) -> Result<Index> {
             if m.value_source("precision") == Some(clap::parser::ValueSource::DefaultValue) {
                 common.precision = manifest.precision.parse()?;
             }
+            // The collection's rendering and limits unless given: embeddings of another
+            // rendering are refused by the build, naming both.
+            let mut images = ImageOptions {
+                glob: manifest.glob.clone(),
+                ..image_options(m)?
+            };
+            let given = |id: &str| {
+                m.try_get_raw(id).is_ok_and(|v| v.is_some())
+                    && m.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+            };
+            if let Some(recorded) = &manifest.rendering {
+                if !given("window") && !given("reference-16bit") {
+                    images.rendering = recorded.rendering()?;
+                }
+            }
+            if let Some(recorded) = manifest.limits {
+                if !given("max-image-pixels") {
+                    images.limits.max_pixels = recorded.max_image_pixels;
+                }
+                if !given("max-input-bytes") {
+                    images.limits.max_bytes = recorded.max_input_bytes;
+                }
+            }
             Ok(Index::Build(Box::new(BuildArgs {
                 common,
                 store,
-                images: ImageOptions {
-                    glob: manifest.glob.clone(),
-                    ..image_options(m)?
-                },
+                images,
                 options: BuildOptions {
                     root: dir,
                     spec: InputSpec {

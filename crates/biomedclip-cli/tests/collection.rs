@@ -638,3 +638,46 @@ fn csv_inputs_keep_their_columns_and_captions_are_searchable() {
     assert_eq!(own[0]["results"][0]["metadata"]["caption"], "a CT slice");
     assert!(own[0]["results"][0]["score"].as_f64().unwrap() > 0.999);
 }
+
+#[test]
+fn the_rendering_is_recorded_and_another_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    image_folder(&images, 3);
+    let col = tmp.path().join("col");
+    let out = build(&col, &[&images], &["--window", "lung"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = manifest(&col);
+    assert_eq!(m["rendering"]["window"], "-600,1500");
+    assert_eq!(m["rendering"]["reference_16bit"], false);
+    assert!(m["limits"]["max_image_pixels"].as_u64().unwrap() > 0);
+
+    // Another rendering would mix incomparable embeddings: refused, naming both.
+    let out = build(&col, &[&images], &["--window", "brain"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rendered with --window -600,1500, this run uses --window 40,80"),
+        "{err}"
+    );
+    // `index update` takes the recorded rendering when given none.
+    std::fs::copy(fixtures().join("images/gray.png"), images.join("new.png")).unwrap();
+    let out = run(&[
+        "index",
+        "update",
+        "--model",
+        &model(),
+        col.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(manifest(&col)["rows"], 4);
+    assert_eq!(manifest(&col)["rendering"]["window"], "-600,1500");
+}

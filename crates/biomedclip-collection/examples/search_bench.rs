@@ -102,6 +102,8 @@ fn write_collection(dir: &Path, values: &[f32]) {
         rows,
         parts: Vec::new(),
         failed: Vec::new(),
+        rendering: None,
+        limits: None,
     }
     .write(&layout.manifest())
     .unwrap();

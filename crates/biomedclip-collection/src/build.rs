@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::inputs::{self, InputSpec, Item, Listed};
 use crate::layout::{part_number, Layout, Shard};
 use crate::lock::Lock;
-use crate::manifest::{Manifest, ModelId, PartSummary, FORMAT};
+use crate::manifest::{LimitsRecord, Manifest, ModelId, PartSummary, RenderingRecord, FORMAT};
 use crate::metadata::{self, Columns, Failure, PartInfo, Row, Table};
 use crate::npy::{self, Dtype, Matrix};
 
@@ -137,6 +137,8 @@ pub fn build(
         rows: 0,
         parts: Vec::new(),
         failed: Vec::new(),
+        rendering: Some(RenderingRecord::of(model.preprocessor().rendering())),
+        limits: Some(LimitsRecord::of(model.preprocessor().limits())),
     };
     let manifest = {
         let _m = Lock::wait(&layout.locks().join("manifest.lock"))?;

@@ -78,6 +78,77 @@ pub struct Manifest {
     pub parts: Vec<PartSummary>,
     /// Inputs that could not be embedded, with the reason.
     pub failed: Vec<Failure>,
+    /// How images were rendered: embeddings of other renderings are not comparable. Absent
+    /// in manifests written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rendering: Option<RenderingRecord>,
+    /// What one input could cost (`--max-image-pixels`, `--max-input-bytes`): files over them
+    /// are recorded as failed, so later runs use the same limits unless told otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsRecord>,
+}
+
+/// `--window` and `--reference-16bit`, as a manifest records them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenderingRecord {
+    /// `CENTER,WIDTH`, when a window overrode the files' own.
+    pub window: Option<String>,
+    /// 16-bit grayscale clamped as the reference does, instead of mapped full-range.
+    pub reference_16bit: bool,
+}
+
+impl RenderingRecord {
+    /// The record of `rendering`.
+    pub fn of(rendering: &biomedclip::image::Rendering) -> Self {
+        RenderingRecord {
+            window: rendering.window.map(|w| w.to_string()),
+            reference_16bit: rendering.high_bit_depth == biomedclip::image::HighBitDepth::Reference,
+        }
+    }
+
+    /// The rendering it records.
+    pub fn rendering(&self) -> Result<biomedclip::image::Rendering> {
+        Ok(biomedclip::image::Rendering {
+            window: self.window.as_deref().map(str::parse).transpose()?,
+            high_bit_depth: if self.reference_16bit {
+                biomedclip::image::HighBitDepth::Reference
+            } else {
+                biomedclip::image::HighBitDepth::FullRange
+            },
+        })
+    }
+}
+
+impl std::fmt::Display for RenderingRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.window {
+            Some(w) => write!(f, "--window {w}")?,
+            None => f.write_str("no --window")?,
+        }
+        if self.reference_16bit {
+            f.write_str(" --reference-16bit")?;
+        }
+        Ok(())
+    }
+}
+
+/// Input limits, as a manifest records them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitsRecord {
+    /// Most pixels of one image.
+    pub max_image_pixels: u64,
+    /// Most bytes of one file.
+    pub max_input_bytes: u64,
+}
+
+impl LimitsRecord {
+    /// The record of `limits`.
+    pub fn of(limits: &biomedclip::image::Limits) -> Self {
+        LimitsRecord {
+            max_image_pixels: limits.max_pixels,
+            max_input_bytes: limits.max_bytes,
+        }
+    }
 }
 
 impl Manifest {
@@ -139,6 +210,15 @@ impl Manifest {
                 "the collection stores {}, this run asks for {}",
                 self.dtype, other.dtype
             )));
+        }
+        if let (Some(ours), Some(theirs)) = (&self.rendering, &other.rendering) {
+            if ours != theirs {
+                return Err(mismatch(format!(
+                    "the collection's images were rendered with {ours}, this run uses \
+                     {theirs}; embeddings of other renderings are not comparable (pass the \
+                     collection's options, or make another collection)"
+                )));
+            }
         }
         if self.captions != other.captions || self.extra_columns != other.extra_columns {
             return Err(mismatch(format!(

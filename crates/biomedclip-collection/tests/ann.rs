@@ -90,6 +90,8 @@ fn write_collection(dir: &Path, parts: &[&[Vec<f32>]]) {
         rows: total,
         parts: Vec::new(),
         failed: Vec::new(),
+        rendering: None,
+        limits: None,
     }
     .write(&layout.manifest())
     .unwrap();

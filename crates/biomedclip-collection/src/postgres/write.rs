@@ -20,7 +20,7 @@ use crate::build::{embed_part, hash_file, Embedded, Event, Report};
 use crate::error::{Error, Result};
 use crate::inputs::{self, InputSpec, Item};
 use crate::layout::Shard;
-use crate::manifest::{Manifest, ModelId, FORMAT};
+use crate::manifest::{LimitsRecord, Manifest, ModelId, RenderingRecord, FORMAT};
 use crate::metadata::{Columns, Failure, Row};
 use crate::npy::Dtype;
 
@@ -86,6 +86,8 @@ pub fn build(
         rows: 0,
         parts: Vec::new(),
         failed: Vec::new(),
+        rendering: Some(RenderingRecord::of(model.preprocessor().rendering())),
+        limits: Some(LimitsRecord::of(model.preprocessor().limits())),
     };
     let mut client = database.connect()?;
     let manifest = ensure_collection(&mut client, database, &options.name, &wanted)?;
