@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use biomedclip_collection::ann::{self, AnnParams};
-use biomedclip_collection::build::{build, BuildOptions, Event, Report};
+use biomedclip_collection::build::{build, BuildOptions, Event};
 use biomedclip_collection::inputs::InputSpec;
 use biomedclip_collection::layout::Shard;
 use biomedclip_collection::postgres::{self, Database, PgBuildOptions};
@@ -429,12 +429,8 @@ pub fn run(index: Index) -> Result<ExitCode> {
                 batch: options.part_size,
                 update: options.update,
             };
-            let report = postgres::build(&model, &id, &pg, &mut on)
-                .with_context(|| format!("cannot build collection {}", db.target(&name)))?;
-            if let Some(p) = progress {
-                p.finish_and_clear();
-            }
-            return finish_pg(db, &name, &report, ann.as_ref(), options.shard);
+            postgres::build(&model, &id, &pg, &mut on)
+                .with_context(|| format!("cannot build collection {}", db.target(&name)))?
         }
     };
     if let Some(p) = progress {
@@ -444,67 +440,49 @@ pub fn run(index: Index) -> Result<ExitCode> {
         .manifest
         .as_ref()
         .expect("a finished build has a manifest");
-    eprintln!(
-        "{}: {} rows in {} part(s); this run embedded {}, dropped {}, wrote {} part(s)",
-        options.root.display(),
-        manifest.rows,
-        manifest.parts.len(),
-        report.embedded,
-        report.dropped,
-        report.parts.len()
-    );
+    // Where the collection is, and where its failures are listed.
+    let (summary, failures_in) = match &store {
+        None => (
+            format!(
+                "{}: {} rows in {} part(s); this run embedded {}, dropped {}, wrote {} part(s)",
+                options.root.display(),
+                manifest.rows,
+                manifest.parts.len(),
+                report.embedded,
+                report.dropped,
+                report.parts.len()
+            ),
+            format!(
+                "under \"failed\" in {}",
+                options
+                    .root
+                    .join(biomedclip_collection::layout::MANIFEST)
+                    .display()
+            ),
+        ),
+        Some(db) => (
+            format!(
+                "{}: {} rows; this run embedded {}, dropped {}",
+                db.target(&options.root.to_string_lossy()),
+                manifest.rows,
+                report.embedded,
+                report.dropped
+            ),
+            format!("in table {}__failed", options.root.display()),
+        ),
+    };
+    eprintln!("{summary}");
     if let Some(params) = ann {
-        build_ann(&options.root, None, &params)?;
+        build_ann(&options.root, store.as_ref(), &params)?;
     }
     if !manifest.failed.is_empty() {
         eprintln!(
-            "{} input(s) could not be embedded; they are listed with the reason under \
-             \"failed\" in {}",
+            "{} input(s) could not be embedded; they are listed with the reason {failures_in}",
             manifest.failed.len(),
-            options
-                .root
-                .join(biomedclip_collection::layout::MANIFEST)
-                .display()
         );
         return Ok(ExitCode::FAILURE);
     }
     if options.shard == Shard::ALL && report.inputs == 0 {
-        bail!("no images found in the inputs");
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Reports a database build, builds its HNSW index if asked, and fails if inputs failed.
-fn finish_pg(
-    db: &Database,
-    name: &str,
-    report: &Report,
-    ann: Option<&AnnParams>,
-    shard: Shard,
-) -> Result<ExitCode> {
-    let manifest = report
-        .manifest
-        .as_ref()
-        .expect("a finished build has a manifest");
-    eprintln!(
-        "{}: {} rows; this run embedded {}, dropped {}",
-        db.target(name),
-        manifest.rows,
-        report.embedded,
-        report.dropped
-    );
-    if let Some(params) = ann {
-        build_ann(std::path::Path::new(name), Some(db), params)?;
-    }
-    if !manifest.failed.is_empty() {
-        eprintln!(
-            "{} input(s) could not be embedded; they are listed with the reason in table \
-             {name}__failed",
-            manifest.failed.len()
-        );
-        return Ok(ExitCode::FAILURE);
-    }
-    if shard == Shard::ALL && report.inputs == 0 {
         bail!("no images found in the inputs");
     }
     Ok(ExitCode::SUCCESS)

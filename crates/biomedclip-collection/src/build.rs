@@ -117,29 +117,14 @@ pub fn build(
         &format!("shard {}", options.shard),
         false,
     )?;
-    let wanted = Manifest {
-        format: FORMAT,
-        model: model_id.clone(),
-        precision: model.precision().to_string(),
-        dim: model.embed_dim(),
-        dtype: options.dtype,
-        captions: columns.captions,
-        extra_columns: columns.extra.clone(),
-        inputs: options
-            .spec
-            .inputs
-            .iter()
-            .map(|p| inputs::absolute(p))
-            .collect(),
-        glob: options.spec.glob.clone(),
-        captions_csv: options.spec.captions.as_deref().map(inputs::absolute),
-        part_size: options.part_size,
-        rows: 0,
-        parts: Vec::new(),
-        failed: Vec::new(),
-        rendering: Some(RenderingRecord::of(model.preprocessor().rendering())),
-        limits: Some(LimitsRecord::of(model.preprocessor().limits())),
-    };
+    let wanted = wanted_manifest(
+        model,
+        model_id,
+        &columns,
+        &options.spec,
+        options.part_size,
+        options.dtype,
+    );
     let manifest = {
         let _m = Lock::wait(&layout.locks().join("manifest.lock"))?;
         if layout.manifest().exists() {
@@ -199,11 +184,7 @@ pub fn build(
     };
 
     if options.update {
-        let current: HashMap<&str, Option<&str>> = mine
-            .iter()
-            .zip(&hashes)
-            .map(|(i, h)| (i.path.as_str(), h.as_deref()))
-            .collect();
+        let current = Current::new(&mine, &hashes);
         let numbers: Vec<u32> = parts
             .keys()
             .copied()
@@ -211,14 +192,7 @@ pub fn build(
             .collect();
         for n in numbers {
             let (table, info) = &parts[&n];
-            // A row goes when its file is gone, or listed with other content. A file that
-            // exists but is not listed now (an unreadable folder, a mount that failed) or
-            // cannot be hashed now keeps its row: a listing problem is not a deletion.
-            let stays = |path: &str, hash: Option<&str>| match current.get(path) {
-                Some(Some(now)) => Some(*now) == hash,
-                Some(None) => true,
-                None => Path::new(path).exists(),
-            };
+            let stays = |path: &str, hash: Option<&str>| current.stays(path, hash);
             let keep: Vec<usize> = (0..table.rows())
                 .filter(|&i| {
                     stays(
@@ -285,6 +259,64 @@ pub fn build(
     refresh_manifest(&layout, &mut manifest, &listed)?;
     report.manifest = Some(manifest);
     Ok(report)
+}
+
+/// The manifest a build from `spec` with `model` makes (its identity fields; the contents
+/// are filled in as parts are committed).
+pub(crate) fn wanted_manifest(
+    model: &BiomedClip,
+    model_id: &ModelId,
+    columns: &Columns,
+    spec: &InputSpec,
+    part_size: usize,
+    dtype: Dtype,
+) -> Manifest {
+    Manifest {
+        format: FORMAT,
+        model: model_id.clone(),
+        precision: model.precision().to_string(),
+        dim: model.embed_dim(),
+        dtype,
+        captions: columns.captions,
+        extra_columns: columns.extra.clone(),
+        inputs: spec.inputs.iter().map(|p| inputs::absolute(p)).collect(),
+        glob: spec.glob.clone(),
+        captions_csv: spec.captions.as_deref().map(inputs::absolute),
+        part_size,
+        rows: 0,
+        parts: Vec::new(),
+        failed: Vec::new(),
+        rendering: Some(RenderingRecord::of(model.preprocessor().rendering())),
+        limits: Some(LimitsRecord::of(model.preprocessor().limits())),
+    }
+}
+
+/// The listed inputs and their content now, for `index update` to decide which rows stay.
+pub(crate) struct Current<'a>(HashMap<&'a str, Option<&'a str>>);
+
+impl<'a> Current<'a> {
+    /// `items` with their hashes (`None`: could not be read).
+    pub(crate) fn new(items: &[&'a Item], hashes: &'a [Option<String>]) -> Self {
+        Current(
+            items
+                .iter()
+                .zip(hashes)
+                .map(|(i, h)| (i.path.as_str(), h.as_deref()))
+                .collect(),
+        )
+    }
+
+    /// Whether a row (or failure) of `path` with content `hash` stays. It goes when its file
+    /// is gone, or listed with other content. A file that exists but is not listed now (an
+    /// unreadable folder, a mount that failed) or cannot be hashed now keeps its row: a
+    /// listing problem is not a deletion.
+    pub(crate) fn stays(&self, path: &str, hash: Option<&str>) -> bool {
+        match self.0.get(path) {
+            Some(Some(now)) => Some(*now) == hash,
+            Some(None) => true,
+            None => Path::new(path).exists(),
+        }
+    }
 }
 
 /// BLAKE3 of a file, hex; `None` if it cannot be read (it then fails, with the reason, when

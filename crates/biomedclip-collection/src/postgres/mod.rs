@@ -92,16 +92,16 @@ impl Database {
     pub(crate) fn pool(
         &self,
         size: u32,
-    ) -> Result<r2d2::Pool<r2d2_postgres::PostgresConnectionManager<postgres::NoTls>>> {
+    ) -> r2d2::Pool<r2d2_postgres::PostgresConnectionManager<postgres::NoTls>> {
         let manager =
             r2d2_postgres::PostgresConnectionManager::new(self.config.clone(), postgres::NoTls);
         // Connections are made when searches need them: a database that is down at the
         // moment fails those searches (503 in the server), not the process.
-        Ok(r2d2::Pool::builder()
+        r2d2::Pool::builder()
             .max_size(size)
             .min_idle(Some(0))
             .connection_timeout(std::time::Duration::from_secs(10))
-            .build_unchecked(manager))
+            .build_unchecked(manager)
     }
 }
 

@@ -39,7 +39,7 @@ impl PgCollection {
         super::check_name(name)?;
         let target = database.target(name);
         let manifest = read_manifest(&mut database.connect()?, database, name)?;
-        let pool = database.pool(connections.max(1))?;
+        let pool = database.pool(connections.max(1));
         Ok(PgCollection {
             database: database.clone(),
             name: name.to_string(),

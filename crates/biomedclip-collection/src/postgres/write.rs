@@ -8,19 +8,18 @@
 //! unsharded writer beside shard writers, are refused through advisory locks (held by the
 //! session, so a killed worker's lock goes with its connection).
 
-use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::collections::HashSet;
 
 use biomedclip::BiomedClip;
 use postgres::types::ToSql;
 use rayon::prelude::*;
 
 use super::{ensure_collection, jsonb_columns, read_manifest, Database, Tables};
-use crate::build::{embed_part, hash_file, Embedded, Event, Report};
+use crate::build::{embed_part, hash_file, wanted_manifest, Current, Embedded, Event, Report};
 use crate::error::{Error, Result};
 use crate::inputs::{self, InputSpec, Item};
 use crate::layout::Shard;
-use crate::manifest::{LimitsRecord, Manifest, ModelId, RenderingRecord, FORMAT};
+use crate::manifest::{Manifest, ModelId};
 use crate::metadata::{Columns, Failure, Row};
 use crate::npy::Dtype;
 
@@ -66,29 +65,14 @@ pub fn build(
         captions: listed.captions,
         extra: listed.extra_columns.clone(),
     };
-    let wanted = Manifest {
-        format: FORMAT,
-        model: model_id.clone(),
-        precision: model.precision().to_string(),
-        dim: model.embed_dim(),
-        dtype: Dtype::F32,
-        captions: columns.captions,
-        extra_columns: columns.extra.clone(),
-        inputs: options
-            .spec
-            .inputs
-            .iter()
-            .map(|p| inputs::absolute(p))
-            .collect(),
-        glob: options.spec.glob.clone(),
-        captions_csv: options.spec.captions.as_deref().map(inputs::absolute),
-        part_size: options.batch,
-        rows: 0,
-        parts: Vec::new(),
-        failed: Vec::new(),
-        rendering: Some(RenderingRecord::of(model.preprocessor().rendering())),
-        limits: Some(LimitsRecord::of(model.preprocessor().limits())),
-    };
+    let wanted = wanted_manifest(
+        model,
+        model_id,
+        &columns,
+        &options.spec,
+        options.batch,
+        Dtype::F32,
+    );
     let mut client = database.connect()?;
     let manifest = ensure_collection(&mut client, database, &options.name, &wanted)?;
     lock(&mut client, &target, &options.name, options.shard)?;
@@ -223,9 +207,8 @@ fn lock(client: &mut postgres::Client, target: &str, name: &str, shard: Shard) -
     Ok(())
 }
 
-/// Deletes the rows and failures of this shard whose file is gone or listed with other
-/// content (`index update`); returns how many rows went. A file that exists but is not
-/// listed now, or cannot be hashed now, keeps its row: a listing problem is not a deletion.
+/// Deletes the rows and failures of this shard that [`Current::stays`] lets go (`index
+/// update`); returns how many rows went.
 fn drop_gone(
     client: &mut postgres::Client,
     target: &str,
@@ -235,16 +218,9 @@ fn drop_gone(
     hashes: &[Option<String>],
 ) -> Result<usize> {
     let db = |e: postgres::Error| Error::database(target, &e);
-    let current: HashMap<&str, Option<&str>> = mine
-        .iter()
-        .zip(hashes)
-        .map(|(i, h)| (i.path.as_str(), h.as_deref()))
-        .collect();
-    let stays = |path: &str, hash: &str| match current.get(path) {
-        Some(Some(now)) => *now == hash,
-        Some(None) => true,
-        None => Path::new(path).exists(),
-    };
+    let current = Current::new(mine, hashes);
+    // A failure of an unreadable file is stored with an empty hash.
+    let stays = |path: &str, hash: &str| current.stays(path, (!hash.is_empty()).then_some(hash));
     let mut dropped = 0;
     for table in [&tables.rows, &tables.failed] {
         let gone: Vec<(String, String)> = client
