@@ -444,12 +444,14 @@ pub fn run(index: Index) -> Result<ExitCode> {
     let (summary, failures_in) = match &store {
         None => (
             format!(
-                "{}: {} rows in {} part(s); this run embedded {}, dropped {}, wrote {} part(s)",
+                "{}: {} rows in {} part(s); this run embedded {}, dropped {}, relabelled {}, \
+                 wrote {} part(s)",
                 options.root.display(),
                 manifest.rows,
                 manifest.parts.len(),
                 report.embedded,
                 report.dropped,
+                report.relabelled,
                 report.parts.len()
             ),
             format!(
@@ -462,11 +464,12 @@ pub fn run(index: Index) -> Result<ExitCode> {
         ),
         Some(db) => (
             format!(
-                "{}: {} rows; this run embedded {}, dropped {}",
+                "{}: {} rows; this run embedded {}, dropped {}, relabelled {}",
                 db.target(&options.root.to_string_lossy()),
                 manifest.rows,
                 report.embedded,
-                report.dropped
+                report.dropped,
+                report.relabelled
             ),
             format!("in table {}__failed", options.root.display()),
         ),

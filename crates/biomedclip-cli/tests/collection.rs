@@ -637,6 +637,53 @@ fn csv_inputs_keep_their_columns_and_captions_are_searchable() {
     );
     assert_eq!(own[0]["results"][0]["metadata"]["caption"], "a CT slice");
     assert!(own[0]["results"][0]["score"].as_f64().unwrap() > 0.999);
+
+    // The CSV edited: one caption and one stain change. `index update` relabels the two
+    // rows (re-embedding the caption, not the images) and ends as a fresh build does.
+    let edited = std::fs::read_to_string(&csv)
+        .unwrap()
+        .replace("figure 0, a \"\"H&E\"\" slide", "a renal biopsy")
+        .replacen("IHC\n", "PAS\n", 1);
+    std::fs::write(&csv, edited).unwrap();
+    let model = model();
+    let out = run(&["index", "update", "--model", &model, &col.to_string_lossy()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("embedded 0, dropped 0, relabelled 2"),
+        "{stderr}"
+    );
+    let fresh = tmp.path().join("fresh");
+    assert!(build(&fresh, &[&csv], &["--dtype", "f16"]).status.success());
+    for args in [
+        &["--text", "a renal biopsy", "--captions", "--top-k", "5"][..],
+        &["--text", "a renal biopsy", "--top-k", "5"],
+        &["--text", "x", "--top-k", "5", "--where", "stain = 'PAS'"],
+    ] {
+        let (updated, fresh) = (search_json(&col, args), search_json(&fresh, args));
+        let (a, b) = (
+            updated[0]["results"].as_array().unwrap(),
+            fresh[0]["results"].as_array().unwrap(),
+        );
+        assert_eq!(a.len(), b.len(), "{args:?}");
+        for (a, b) in a.iter().zip(b) {
+            assert_eq!(a["path"], b["path"], "{args:?}");
+            assert_eq!(a["metadata"], b["metadata"], "{args:?}");
+            let (x, y) = (a["score"].as_f64().unwrap(), b["score"].as_f64().unwrap());
+            assert!((x - y).abs() < 1e-5, "{args:?}: {x} vs {y}");
+        }
+    }
+    let pas = search_json(&col, &["--text", "x", "--where", "stain = 'PAS'"]);
+    assert_eq!(pas[0]["results"].as_array().unwrap().len(), 1);
+    let renal = search_json(
+        &col,
+        &["--text", "a renal biopsy", "--captions", "--top-k", "1"],
+    );
+    assert_eq!(
+        renal[0]["results"][0]["metadata"]["caption"],
+        "a renal biopsy"
+    );
+    assert!(renal[0]["results"][0]["score"].as_f64().unwrap() > 0.999);
 }
 
 #[test]

@@ -507,6 +507,57 @@ fn killed_workers_resume_without_duplicates_and_updates_follow_the_files() {
 }
 
 #[test]
+fn caption_edits_relabel_rows_as_a_fresh_build_has_them() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.url();
+    let tmp = tempfile::tempdir().unwrap();
+    let files = images(&tmp.path().join("images"), 8, 4);
+    let csv = tmp.path().join("list.csv");
+    let mut list = String::from("path,caption,stain\n");
+    for (i, f) in files.iter().enumerate() {
+        let stain = if i % 2 == 0 { "H&E" } else { "IHC" };
+        list.push_str(&format!("{},slide {i},{stain}\n", f.display()));
+    }
+    std::fs::write(&csv, &list).unwrap();
+    assert_built(
+        &build_args(Some(&url), "figures", &csv, &[])
+            .output()
+            .unwrap(),
+    );
+
+    let edited = list
+        .replace("slide 0,", "a renal biopsy,")
+        .replacen("IHC\n", "PAS\n", 1);
+    std::fs::write(&csv, edited).unwrap();
+    let out = biomedclip()
+        .args(["index", "update", "--model", &tiny_model(), "--store", &url])
+        .arg("figures")
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("embedded 0, dropped 0, relabelled 2"),
+        "{stderr}"
+    );
+    let folder = tmp.path().join("fresh").to_string_lossy().into_owned();
+    assert_built(&build_args(None, &folder, &csv, &[]).output().unwrap());
+    let image = files[3].to_string_lossy().into_owned();
+    for args in [
+        &["--text", "a renal biopsy", "--captions", "--top-k", "8"][..],
+        &["--image", &image, "--top-k", "8"],
+        &["--text", "x", "--where", "stain = 'PAS'"],
+    ] {
+        let (a, b) = (
+            search(Some(&url), "figures", args),
+            search(None, &folder, args),
+        );
+        assert!(!ranked(&a[0]).is_empty(), "{args:?}");
+        assert_same_ranking(&a[0], &b[0]);
+    }
+}
+
+#[test]
 fn locks_other_models_and_bad_names_get_clear_errors() {
     let Some(pg) = Postgres::start() else { return };
     let url = pg.url();

@@ -81,6 +81,9 @@ pub struct Report {
     pub failed: usize,
     /// Rows dropped because their file was deleted or changed (`update`).
     pub dropped: usize,
+    /// Rows kept whose caption or CSV columns changed (`update`): their metadata is
+    /// rewritten and their caption re-embedded, the image is not.
+    pub relabelled: usize,
     /// Parts committed by this run.
     pub parts: Vec<u32>,
     /// The manifest afterwards.
@@ -192,26 +195,27 @@ pub fn build(
             .collect();
         for n in numbers {
             let (table, info) = &parts[&n];
-            let stays = |path: &str, hash: Option<&str>| current.stays(path, hash);
-            let keep: Vec<usize> = (0..table.rows())
-                .filter(|&i| {
-                    stays(
-                        table.text("image_path", i).unwrap_or(""),
-                        table.text("blake3", i),
-                    )
-                })
+            let rows = metadata::rows_of(table, &columns);
+            // Rows that stay, each with its input when the caption or CSV columns changed.
+            let keep: Vec<(usize, Option<&Item>)> = rows
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| current.stays(&r.image_path, Some(&r.blake3)))
+                .map(|(i, r)| (i, current.relabelled(r)))
                 .collect();
             let failed: Vec<Failure> = info
                 .failed
                 .iter()
-                .filter(|f| stays(&f.path, f.blake3.as_deref()))
+                .filter(|f| current.stays(&f.path, f.blake3.as_deref()))
                 .cloned()
                 .collect();
-            if keep.len() == table.rows() && failed.len() == info.failed.len() {
+            let relabelled = keep.iter().filter(|(_, item)| item.is_some()).count();
+            if keep.len() == rows.len() && relabelled == 0 && failed.len() == info.failed.len() {
                 continue;
             }
-            report.dropped += table.rows() - keep.len();
-            let (new, table, info) = writer.rewrite(n, table, &keep, failed)?;
+            report.dropped += rows.len() - keep.len();
+            report.relabelled += relabelled;
+            let (new, table, info) = writer.rewrite(model, n, rows, &keep, failed)?;
             parts.remove(&n);
             parts.insert(new, (table, info));
             report.parts.push(new);
@@ -291,8 +295,9 @@ pub(crate) fn wanted_manifest(
     }
 }
 
-/// The listed inputs and their content now, for `index update` to decide which rows stay.
-pub(crate) struct Current<'a>(HashMap<&'a str, Option<&'a str>>);
+/// The listed inputs and their content now, for `index update` to decide which rows stay
+/// and which are relabelled.
+pub(crate) struct Current<'a>(HashMap<&'a str, (Option<&'a str>, &'a Item)>);
 
 impl<'a> Current<'a> {
     /// `items` with their hashes (`None`: could not be read).
@@ -301,7 +306,7 @@ impl<'a> Current<'a> {
             items
                 .iter()
                 .zip(hashes)
-                .map(|(i, h)| (i.path.as_str(), h.as_deref()))
+                .map(|(i, h)| (i.path.as_str(), (h.as_deref(), *i)))
                 .collect(),
         )
     }
@@ -312,10 +317,18 @@ impl<'a> Current<'a> {
     /// listing problem is not a deletion.
     pub(crate) fn stays(&self, path: &str, hash: Option<&str>) -> bool {
         match self.0.get(path) {
-            Some(Some(now)) => Some(*now) == hash,
-            Some(None) => true,
+            Some((Some(now), _)) => Some(*now) == hash,
+            Some((None, _)) => true,
             None => Path::new(path).exists(),
         }
+    }
+
+    /// The input of a staying row whose caption or CSV columns are not what the inputs
+    /// give now (the captions CSV was edited); `None` when they are the same or the file is
+    /// not listed now.
+    pub(crate) fn relabelled(&self, row: &Row) -> Option<&'a Item> {
+        let (_, item) = self.0.get(row.image_path.as_str())?;
+        (item.caption != row.caption || item.extra != row.extra).then_some(*item)
     }
 }
 
@@ -598,32 +611,62 @@ impl Writer<'_> {
         Ok(n)
     }
 
-    /// Rewrites part `n` with only rows `keep` and failures `failed` (no re-embedding), as a
-    /// new part that replaces it; then removes the old one.
+    /// Rewrites part `n` with only rows `keep` and failures `failed`, as a new part that
+    /// replaces it; then removes the old one. Images are not re-embedded; a kept row given
+    /// with its input takes that input's caption and CSV columns, its caption re-embedded.
     fn rewrite(
         &mut self,
+        model: &BiomedClip,
         n: u32,
-        table: &Table,
-        keep: &[usize],
+        rows: Vec<Row>,
+        keep: &[(usize, Option<&Item>)],
         failed: Vec<Failure>,
     ) -> Result<(u32, Table, PartInfo)> {
-        let rows = metadata::rows_of(table, self.columns);
         let gather = |path: PathBuf| -> Result<Vec<f32>> {
             let m = Matrix::open(&path)?;
             let mut out = Vec::with_capacity(keep.len() * self.dim);
-            for &i in keep {
+            for &(i, _) in keep {
                 out.extend_from_slice(&m.rows_f32(i..i + 1));
             }
             Ok(out)
         };
+        let kept: Vec<Row> = keep
+            .iter()
+            .map(|&(i, item)| {
+                let mut row = rows[i].clone();
+                if let Some(item) = item {
+                    row.caption = item.caption.clone();
+                    row.extra = item.extra.clone();
+                }
+                row
+            })
+            .collect();
+        let captions = if self.columns.captions {
+            let mut matrix = gather(self.layout.text_emb(n))?;
+            let changed: Vec<usize> = (0..kept.len())
+                .filter(|&j| keep[j].1.is_some() && kept[j].caption != rows[keep[j].0].caption)
+                .collect();
+            let texts: Vec<&str> = changed
+                .iter()
+                .filter_map(|&j| kept[j].caption.as_deref())
+                .collect();
+            let mut embedded = model.encode_texts(&texts)?.into_iter();
+            for j in changed {
+                let slot = &mut matrix[j * self.dim..(j + 1) * self.dim];
+                match kept[j].caption {
+                    // As in a new part: no caption, a zero vector.
+                    None => slot.fill(0.0),
+                    Some(_) => slot.copy_from_slice(&embedded.next().expect("one per caption")),
+                }
+            }
+            Some(matrix)
+        } else {
+            None
+        };
         let part = Embedded {
-            rows: keep.iter().map(|&i| rows[i].clone()).collect(),
+            rows: kept,
             images: gather(self.layout.img_emb(n))?,
-            captions: if self.columns.captions {
-                Some(gather(self.layout.text_emb(n))?)
-            } else {
-                None
-            },
+            captions,
             failed,
         };
         let new = self.commit(part, vec![n])?;

@@ -90,7 +90,16 @@ pub fn build(
     };
 
     if options.update {
-        report.dropped = drop_gone(&mut client, &target, &tables, options.shard, &mine, &hashes)?;
+        (report.dropped, report.relabelled) = update_rows(
+            &mut client,
+            model,
+            &target,
+            &tables,
+            &manifest,
+            options.shard,
+            &mine,
+            &hashes,
+        )?;
     }
 
     // What is done: a row or a recorded failure with the same path and content.
@@ -207,29 +216,61 @@ fn lock(client: &mut postgres::Client, target: &str, name: &str, shard: Shard) -
     Ok(())
 }
 
-/// Deletes the rows and failures of this shard that [`Current::stays`] lets go (`index
-/// update`); returns how many rows went.
-fn drop_gone(
+/// `index update` on this shard's rows: deletes the rows and failures that
+/// [`Current::stays`] lets go, and gives the staying rows whose caption or CSV columns
+/// changed their new ones (the caption re-embedded, the image not). Returns (rows dropped,
+/// rows relabelled).
+#[allow(clippy::too_many_arguments)]
+fn update_rows(
     client: &mut postgres::Client,
+    model: &BiomedClip,
     target: &str,
     tables: &Tables,
+    manifest: &Manifest,
     shard: Shard,
     mine: &[&Item],
     hashes: &[Option<String>],
-) -> Result<usize> {
+) -> Result<(usize, usize)> {
     let db = |e: postgres::Error| Error::database(target, &e);
     let current = Current::new(mine, hashes);
     // A failure of an unreadable file is stored with an empty hash.
     let stays = |path: &str, hash: &str| current.stays(path, (!hash.is_empty()).then_some(hash));
     let mut dropped = 0;
+    let mut relabel: Vec<(Row, &Item)> = Vec::new();
     for table in [&tables.rows, &tables.failed] {
-        let gone: Vec<(String, String)> = client
-            .query(&format!("SELECT image_path, blake3 FROM {table}"), &[])
-            .map_err(db)?
-            .iter()
-            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
-            .filter(|(path, hash)| shard.owns_item(path) && !stays(path, hash))
-            .collect();
+        let is_rows = table == &tables.rows;
+        let sql = if is_rows {
+            format!("SELECT image_path, blake3, caption, metadata FROM {table}")
+        } else {
+            format!("SELECT image_path, blake3 FROM {table}")
+        };
+        let mut gone: Vec<(String, String)> = Vec::new();
+        for r in client.query(&sql, &[]).map_err(db)? {
+            let (path, hash): (String, String) = (r.get(0), r.get(1));
+            if !shard.owns_item(&path) {
+                continue;
+            }
+            if !stays(&path, &hash) {
+                gone.push((path, hash));
+            } else if is_rows {
+                let metadata: serde_json::Value = r.get(3);
+                let row = Row {
+                    image_path: path,
+                    caption: r.get(2),
+                    blake3: hash,
+                    size: 0,
+                    dicom: Vec::new(),
+                    extra: manifest
+                        .extra_columns
+                        .iter()
+                        .map(|n| metadata.get(n).and_then(|v| v.as_str()).map(String::from))
+                        .collect(),
+                };
+                if let Some(item) = current.relabelled(&row) {
+                    relabel.push((row, item));
+                }
+            }
+        }
         let (paths, blake3s): (Vec<String>, Vec<String>) = gone.into_iter().unzip();
         let n = client
             .execute(
@@ -240,11 +281,65 @@ fn drop_gone(
                 &[&paths, &blake3s],
             )
             .map_err(db)?;
-        if table == &tables.rows {
+        if is_rows {
             dropped = n as usize;
         }
     }
-    Ok(dropped)
+    if relabel.is_empty() {
+        return Ok((dropped, 0));
+    }
+    let texts: Vec<&str> = relabel
+        .iter()
+        .filter_map(|(_, item)| item.caption.as_deref())
+        .collect();
+    let mut embedded = if manifest.captions {
+        model.encode_texts(&texts)?.into_iter()
+    } else {
+        Vec::new().into_iter()
+    };
+    let mut tx = client.transaction().map_err(db)?;
+    let update = tx
+        .prepare(&format!(
+            "UPDATE {} SET caption = $3, metadata = metadata || $4, \
+             text_emb = CASE WHEN $5 THEN $6 ELSE text_emb END \
+             WHERE image_path = $1 AND blake3 = $2",
+            tables.rows
+        ))
+        .map_err(db)?;
+    for (row, item) in &relabel {
+        let extra: serde_json::Map<String, serde_json::Value> = manifest
+            .extra_columns
+            .iter()
+            .zip(&item.extra)
+            .map(|(n, v)| {
+                (
+                    n.clone(),
+                    v.clone().map_or(serde_json::Value::Null, Into::into),
+                )
+            })
+            .collect();
+        let extra = serde_json::Value::Object(extra);
+        let caption_changed = manifest.captions && item.caption != row.caption;
+        // As in a new row: no caption, a zero vector.
+        let text: Option<pgvector::Vector> = if !manifest.captions {
+            None
+        } else if item.caption.is_some() {
+            Some(embedded.next().expect("one embedding per caption").into())
+        } else {
+            Some(vec![0.0; manifest.dim].into())
+        };
+        let params: [&(dyn ToSql + Sync); 6] = [
+            &row.image_path,
+            &row.blake3,
+            &item.caption,
+            &extra,
+            &caption_changed,
+            &text,
+        ];
+        tx.execute(&update, &params).map_err(db)?;
+    }
+    tx.commit().map_err(db)?;
+    Ok((dropped, relabel.len()))
 }
 
 /// Writes one batch's rows and failures in one transaction.
