@@ -394,7 +394,8 @@ fn update_embeds_new_and_changed_files_and_drops_deleted_ones() {
         "--model",
         &model(),
     ]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("embedded 0, dropped 0, wrote 0"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("embedded 0, dropped 0, relabelled 0, wrote 0"));
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! PostgreSQL + pgvector. `search` and `serve` open a [`Store`] and do not care which.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use crate::ann::Ann;
 use crate::collection::{Collection, Target};
@@ -72,14 +73,18 @@ pub struct Summary {
 }
 
 /// An opened collection.
+// One per opened collection, made once and never moved on a hot path: its size does not
+// matter, and boxing a variant would only add a pointer to every search.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Store {
     /// A folder, with its HNSW index when it has a current one.
     Folder {
         /// The collection.
         collection: Collection,
-        /// Its HNSW index, or why there is none to use.
-        ann: Result<Ann>,
+        /// Its HNSW index, or why there is none to use: opened on first use, so an exact
+        /// search never maps it.
+        ann: OnceLock<Result<Ann>>,
     },
     /// A table in PostgreSQL.
     Postgres(PgCollection),
@@ -92,8 +97,10 @@ impl Store {
         match location {
             Location::Folder(dir) => {
                 let collection = Collection::open(dir)?;
-                let ann = Ann::open(&collection);
-                Ok(Store::Folder { collection, ann })
+                Ok(Store::Folder {
+                    collection,
+                    ann: OnceLock::new(),
+                })
             }
             Location::Postgres(db, name) => {
                 Ok(Store::Postgres(PgCollection::open(db, name, connections)?))
@@ -109,30 +116,39 @@ impl Store {
         }
     }
 
-    /// Rows, failures and whether there is an HNSW index, now.
+    /// Rows, failures and whether there is an HNSW index (a database's counted at most
+    /// seconds ago).
     pub fn summary(&self) -> Result<Summary> {
         match self {
             Store::Folder { collection, ann } => Ok(Summary {
                 rows: collection.len(),
                 failed: collection.manifest().failed.len(),
-                ann: ann.is_ok(),
+                ann: ann.get_or_init(|| Ann::open(collection)).is_ok(),
             }),
-            Store::Postgres(pg) => Ok(Summary {
-                rows: pg.rows()?,
-                failed: pg.failed()?,
-                ann: pg.has_ann()?,
-            }),
+            Store::Postgres(pg) => pg.summary(),
         }
     }
 
     /// Why a folder's HNSW index, present but stale or damaged, cannot be used.
     pub fn ann_problem(&self) -> Option<String> {
         match self {
-            Store::Folder {
-                collection,
-                ann: Err(e),
-            } if collection.layout().ann().1.exists() => Some(e.to_string()),
+            Store::Folder { collection, .. } if collection.layout().ann().1.exists() => {
+                self.ann_error()
+            }
             _ => None,
+        }
+    }
+
+    /// Why approximate search cannot be used on a folder (no HNSW index, or a stale or
+    /// damaged one); `None` when it can, and for a database (which answers for itself).
+    pub fn ann_error(&self) -> Option<String> {
+        match self {
+            Store::Folder { collection, ann } => ann
+                .get_or_init(|| Ann::open(collection))
+                .as_ref()
+                .err()
+                .map(ToString::to_string),
+            Store::Postgres(_) => None,
         }
     }
 
@@ -182,7 +198,10 @@ impl Store {
                                 "the HNSW index covers the images only".into(),
                             ));
                         }
-                        let index = index.as_ref().map_err(|e| Error::Invalid(e.to_string()))?;
+                        let index = index
+                            .get_or_init(|| Ann::open(collection))
+                            .as_ref()
+                            .map_err(|e| Error::Invalid(e.to_string()))?;
                         index.search(collection, queries, k, ef, allowed.as_deref())?
                     }
                 };

@@ -12,7 +12,11 @@ use crate::collection::Target;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::manifest::{Manifest, ModelId};
-use crate::store::Found;
+use crate::store::{Found, Summary};
+
+/// How long counted rows and failures are reused: counting is a scan of the table (seconds
+/// at tens of millions of rows), and a page listing the collections asks often.
+const SUMMARY_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// pgvector's largest `hnsw.ef_search`.
 pub const MAX_EF_SEARCH: usize = 1000;
@@ -21,10 +25,13 @@ pub const MAX_EF_SEARCH: usize = 1000;
 pub struct PgCollection {
     database: Database,
     name: String,
+    tables: Tables,
     target: String,
     manifest: Manifest,
     jsonb: Vec<String>,
     pool: r2d2::Pool<r2d2_postgres::PostgresConnectionManager<postgres::NoTls>>,
+    /// The last summary and when it was taken.
+    summary: std::sync::Mutex<Option<(std::time::Instant, Summary)>>,
 }
 
 impl std::fmt::Debug for PgCollection {
@@ -43,10 +50,12 @@ impl PgCollection {
         Ok(PgCollection {
             database: database.clone(),
             name: name.to_string(),
+            tables: Tables::of(name),
             target,
             jsonb: jsonb_columns(&manifest),
             manifest,
             pool,
+            summary: std::sync::Mutex::new(None),
         })
     }
 
@@ -86,30 +95,37 @@ impl PgCollection {
 
     /// Rows now.
     pub fn rows(&self) -> Result<usize> {
-        count(
-            &mut *self.client()?,
-            &self.target,
-            &Tables::of(&self.name).rows,
-        )
+        count(&mut *self.client()?, &self.target, &self.tables.rows)
     }
 
     /// Inputs recorded as failed now.
     pub fn failed(&self) -> Result<usize> {
-        count(
-            &mut *self.client()?,
-            &self.target,
-            &Tables::of(&self.name).failed,
-        )
+        count(&mut *self.client()?, &self.target, &self.tables.failed)
+    }
+
+    /// Rows, failures and whether the HNSW index exists, counted at most ten seconds
+    /// ago.
+    pub fn summary(&self) -> Result<Summary> {
+        let mut last = self.summary.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, summary)) = &*last {
+            if at.elapsed() < SUMMARY_TTL {
+                return Ok(summary.clone());
+            }
+        }
+        let summary = Summary {
+            rows: self.rows()?,
+            failed: self.failed()?,
+            ann: self.has_ann()?,
+        };
+        *last = Some((std::time::Instant::now(), summary.clone()));
+        Ok(summary)
     }
 
     /// Whether the HNSW index exists.
     pub fn has_ann(&self) -> Result<bool> {
         Ok(self
             .client()?
-            .query_one(
-                "SELECT to_regclass($1) IS NOT NULL",
-                &[&Tables::of(&self.name).hnsw],
-            )
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&self.tables.hnsw])
             .map_err(|e| self.db(e))?
             .get(0))
     }
@@ -151,7 +167,7 @@ impl PgCollection {
             ));
         }
         let mut client = self.client()?;
-        let tables = Tables::of(&self.name);
+        let tables = &self.tables;
         let mut out = Vec::with_capacity(queries.len());
         for query in queries {
             if query.len() != self.manifest.dim {
@@ -234,10 +250,7 @@ impl PgCollection {
         Ok(self
             .client()?
             .query_opt(
-                &format!(
-                    "SELECT image_path FROM {} WHERE id = $1",
-                    Tables::of(&self.name).rows
-                ),
+                &format!("SELECT image_path FROM {} WHERE id = $1", self.tables.rows),
                 &[&id],
             )
             .map_err(|e| self.db(e))?

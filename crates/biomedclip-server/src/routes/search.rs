@@ -230,7 +230,7 @@ pub async fn search(
         ));
     }
     if request.ann {
-        if let Store::Folder { ann: Err(e), .. } = &served.store {
+        if let Some(e) = served.store.ann_error() {
             return Err(ApiError::invalid(
                 "ann",
                 None,
