@@ -255,6 +255,15 @@ pub fn parse(m: &ArgMatches) -> Result<Index> {
                 None => Manifest::read(&dir.join(biomedclip_collection::layout::MANIFEST))?,
                 Some(db) => postgres::manifest(db, &dir.to_string_lossy())?,
             };
+            // Rows written through FolderWriter or PgWriter: nothing recorded to list again,
+            // and their files may live on other machines, so "not listed" is not "deleted".
+            if manifest.inputs.is_empty() {
+                bail!(
+                    "{}: the collection was written from embeddings made elsewhere and records \
+                     no inputs to list again; update it the way it was written",
+                    dir.display()
+                );
+            }
             let mut common = common(m)?;
             // The collection's own precision unless asked otherwise (a different one is
             // refused by the build, naming both).

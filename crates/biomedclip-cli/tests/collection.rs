@@ -729,3 +729,48 @@ fn the_rendering_is_recorded_and_another_is_refused() {
     assert_eq!(manifest(&col)["rows"], 4);
     assert_eq!(manifest(&col)["rendering"]["window"], "-600,1500");
 }
+
+#[test]
+fn a_collection_written_from_embeddings_is_not_updated_from_a_listing() {
+    use biomedclip_collection::manifest::{Manifest, ModelId};
+    use biomedclip_collection::metadata::{Columns, Row};
+    use biomedclip_collection::npy::Dtype;
+    use biomedclip_collection::FolderWriter;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let model_id = ModelId {
+        name: "elsewhere".into(),
+        weights_blake3: "0".repeat(64),
+    };
+    let manifest = Manifest::new(model_id, "f32", 2, Dtype::F32, &Columns::default());
+    let mut writer = FolderWriter::open(tmp.path(), &manifest).unwrap();
+    let row = Row {
+        image_path: "/elsewhere/0.png".into(),
+        caption: None,
+        blake3: "0".repeat(64),
+        size: 1,
+        dicom: vec![None; 6],
+        extra: Vec::new(),
+    };
+    writer.append(&[row], &[0.6, 0.8], None, &[]).unwrap();
+    drop(writer);
+    let out = run(&[
+        "index",
+        "update",
+        tmp.path().to_str().unwrap(),
+        "--model",
+        &model(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("records no inputs to list again"),
+        "{stderr}"
+    );
+    // The row is still there.
+    assert_eq!(manifest_rows(tmp.path()), 1);
+}
+
+fn manifest_rows(col: &Path) -> u64 {
+    manifest(col)["rows"].as_u64().unwrap()
+}

@@ -14,12 +14,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use biomedclip_collection::ann::{self, Ann, AnnParams, Quantization};
-use biomedclip_collection::layout::Layout;
-use biomedclip_collection::manifest::{Manifest, ModelId, FORMAT};
-use biomedclip_collection::metadata::{self, Columns, PartInfo, Row};
+use biomedclip_collection::manifest::{Manifest, ModelId};
+use biomedclip_collection::metadata::{Columns, Row};
 use biomedclip_collection::npy::{self, Dtype, Matrix};
 use biomedclip_collection::search::exact;
-use biomedclip_collection::{Collection, Hit, Target};
+use biomedclip_collection::{Collection, FolderWriter, Hit, Target};
 use serde_json::json;
 
 const DIM: usize = 512;
@@ -60,53 +59,23 @@ fn clustered(rng: &mut Normal, centres: &[Vec<f32>], rows: usize) -> Vec<f32> {
 }
 
 fn write_collection(dir: &Path, values: &[f32]) {
-    let layout = Layout::new(dir);
-    layout.create_dirs(false).unwrap();
-    let rows = values.len() / DIM;
-    let mut file = std::io::BufWriter::new(std::fs::File::create(layout.img_emb(0)).unwrap());
-    npy::write(&mut file, Dtype::F32, DIM, values).unwrap();
-    drop(file);
-    let meta: Vec<Row> = (0..rows)
+    let model = ModelId {
+        name: "synthetic".into(),
+        weights_blake3: "0".repeat(64),
+    };
+    let manifest = Manifest::new(model, "f32", DIM, Dtype::F32, &Columns::default());
+    let mut writer = FolderWriter::open(dir, &manifest).unwrap();
+    let rows: Vec<Row> = (0..values.len() / DIM)
         .map(|i| Row {
             image_path: format!("/synthetic/{i}.png"),
             caption: None,
-            blake3: String::new(),
+            blake3: i.to_string(),
             size: 0,
             dicom: vec![None; 6],
             extra: Vec::new(),
         })
         .collect();
-    let info = PartInfo {
-        part: 0,
-        shard: "1/1".into(),
-        rows,
-        failed: Vec::new(),
-        replaces: Vec::new(),
-    };
-    metadata::write_part(&layout.metadata(0), &Columns::default(), &meta, &info).unwrap();
-    Manifest {
-        format: FORMAT,
-        model: ModelId {
-            name: "synthetic".into(),
-            weights_blake3: "0".repeat(64),
-        },
-        precision: "f32".into(),
-        dim: DIM,
-        dtype: Dtype::F32,
-        captions: false,
-        extra_columns: Vec::new(),
-        inputs: Vec::new(),
-        glob: None,
-        captions_csv: None,
-        part_size: rows,
-        rows,
-        parts: Vec::new(),
-        failed: Vec::new(),
-        rendering: None,
-        limits: None,
-    }
-    .write(&layout.manifest())
-    .unwrap();
+    writer.append(&rows, values, None, &[]).unwrap();
 }
 
 fn queries(dir: &Path) -> Vec<Vec<f32>> {

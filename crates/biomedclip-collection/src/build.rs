@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use crate::atomic::{remove_durably, write_atomic};
 use crate::error::{Error, Result};
-use crate::inputs::{self, InputSpec, Item, Listed};
+use crate::inputs::{self, InputSpec, Item};
 use crate::layout::{part_number, Layout, Shard};
 use crate::lock::Lock;
 use crate::manifest::{LimitsRecord, Manifest, ModelId, PartSummary, RenderingRecord, FORMAT};
@@ -141,25 +141,15 @@ pub fn build(
         }
     };
     let mut writer = Writer {
-        layout: &layout,
-        columns: &columns,
+        layout: layout.clone(),
+        columns: columns.clone(),
         dtype: manifest.dtype,
         dim: manifest.dim,
         shard: options.shard,
         next: 0,
     };
     let mut parts = writer.reconcile()?;
-    // The shard's next number is above every number in use or ever replaced (an update
-    // writes its rewritten parts under any shard's numbers): a number is never reused.
-    let highest = parts
-        .iter()
-        .flat_map(|(n, (_, info))| std::iter::once(*n).chain(info.replaces.iter().copied()))
-        .max();
-    writer.next = highest.map_or(0, |h| {
-        (h + 1)
-            .saturating_sub(options.shard.index)
-            .div_ceil(options.shard.count)
-    });
+    writer.start_after(&parts);
     if options.shard.count > 1 {
         if let Some((n, (_, info))) = parts.iter().find(|(_, (_, info))| {
             info.shard
@@ -250,7 +240,12 @@ pub fn build(
     drop(done);
 
     let mut manifest = manifest;
-    refresh_manifest(&layout, &mut manifest, &listed)?;
+    let mut known: Known = parts
+        .iter()
+        .map(|(n, (_, info))| (*n, info.clone()))
+        .collect();
+    drop(parts);
+    refresh_manifest(&layout, &mut manifest, &listed.unreadable, &mut known)?;
     for chunk in pending.chunks(options.part_size) {
         let embedded = embed_part(model, chunk, columns.captions, on)?;
         report.embedded += embedded.rows.len();
@@ -258,9 +253,9 @@ pub fn build(
         let n = writer.commit(embedded, Vec::new())?;
         report.parts.push(n);
         on(Event::Committed(n));
-        refresh_manifest(&layout, &mut manifest, &listed)?;
+        refresh_manifest(&layout, &mut manifest, &listed.unreadable, &mut known)?;
     }
-    refresh_manifest(&layout, &mut manifest, &listed)?;
+    refresh_manifest(&layout, &mut manifest, &listed.unreadable, &mut known)?;
     report.manifest = Some(manifest);
     Ok(report)
 }
@@ -340,9 +335,20 @@ pub(crate) fn hash_file(path: &str) -> Option<String> {
     Some(hasher.finalize().to_hex().to_string())
 }
 
+/// What the manifest says of each committed part, by number. A committed part never
+/// changes (an update writes a new number), so each part's footer is read once per run, not
+/// at every commit: with thousands of parts that is the difference between a linear and a
+/// quadratic run.
+pub(crate) type Known = HashMap<u32, PartInfo>;
+
 /// Rewrites the manifest's contents from the committed parts (under the manifest lock, so
 /// shard writers do not interleave).
-fn refresh_manifest(layout: &Layout, manifest: &mut Manifest, listed: &Listed) -> Result<()> {
+pub(crate) fn refresh_manifest(
+    layout: &Layout,
+    manifest: &mut Manifest,
+    unreadable: &[Failure],
+    known: &mut Known,
+) -> Result<()> {
     let _m = Lock::wait(&layout.locks().join("manifest.lock"))?;
     // Under the manifest lock no one else is writing it: a temporary manifest is a leftover
     // of a writer that was stopped.
@@ -353,16 +359,24 @@ fn refresh_manifest(layout: &Layout, manifest: &mut Manifest, listed: &Listed) -
             remove_durably(&entry.path())?;
         }
     }
+    let committed = layout.committed_parts()?;
+    let now: HashSet<u32> = committed.iter().copied().collect();
+    known.retain(|n, _| now.contains(n));
     let mut parts = Vec::new();
-    let mut failed = listed.unreadable.clone();
-    for n in layout.committed_parts()? {
-        let info = metadata::read_info(&layout.metadata(n))?;
+    let mut failed = unreadable.to_vec();
+    for n in committed {
+        let info = match known.entry(n) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(metadata::read_info(&layout.metadata(n))?)
+            }
+        };
         parts.push(PartSummary {
             part: n,
             rows: info.rows,
             shard: info.shard.clone(),
         });
-        failed.extend(info.failed);
+        failed.extend(info.failed.iter().cloned());
     }
     failed.sort_by(|a, b| a.path.cmp(&b.path));
     manifest.rows = parts.iter().map(|p| p.rows).sum();
@@ -510,20 +524,21 @@ pub(crate) fn embed_part(
 }
 
 /// Writes parts of one shard.
-struct Writer<'a> {
-    layout: &'a Layout,
-    columns: &'a Columns,
-    dtype: Dtype,
-    dim: usize,
-    shard: Shard,
+#[derive(Debug)]
+pub(crate) struct Writer {
+    pub(crate) layout: Layout,
+    pub(crate) columns: Columns,
+    pub(crate) dtype: Dtype,
+    pub(crate) dim: usize,
+    pub(crate) shard: Shard,
     /// The shard's next part index (`j` of `shard.part(j)`).
-    next: u32,
+    pub(crate) next: u32,
 }
 
-impl Writer<'_> {
+impl Writer {
     /// Removes what stopped writers left (superseded parts, uncommitted embeddings, temp
     /// files of this shard) and returns the committed parts.
-    fn reconcile(&self) -> Result<BTreeMap<u32, (Table, PartInfo)>> {
+    pub(crate) fn reconcile(&self) -> Result<BTreeMap<u32, (Table, PartInfo)>> {
         let mut parts = BTreeMap::new();
         for n in self.layout.committed_parts()? {
             parts.insert(n, metadata::read_part(&self.layout.metadata(n))?);
@@ -553,6 +568,20 @@ impl Writer<'_> {
             self.check_part(*n, table.rows())?;
         }
         Ok(parts)
+    }
+
+    /// Sets the shard's next number above every number in use or ever replaced (an update
+    /// writes its rewritten parts under any shard's numbers): a number is never reused.
+    pub(crate) fn start_after(&mut self, parts: &BTreeMap<u32, (Table, PartInfo)>) {
+        let highest = parts
+            .iter()
+            .flat_map(|(n, (_, info))| std::iter::once(*n).chain(info.replaces.iter().copied()))
+            .max();
+        self.next = highest.map_or(0, |h| {
+            (h + 1)
+                .saturating_sub(self.shard.index)
+                .div_ceil(self.shard.count)
+        });
     }
 
     /// Checks that part `n`'s embedding files are whole and as long as its metadata.
@@ -588,7 +617,7 @@ impl Writer<'_> {
     }
 
     /// Writes a new part; returns its number.
-    fn commit(&mut self, part: Embedded, replaces: Vec<u32>) -> Result<u32> {
+    pub(crate) fn commit(&mut self, part: Embedded, replaces: Vec<u32>) -> Result<u32> {
         let n = self.shard.part(self.next);
         self.next += 1;
         let write_npy = |path: PathBuf, values: &[f32]| {
@@ -607,7 +636,7 @@ impl Writer<'_> {
             failed: part.failed,
             replaces,
         };
-        metadata::write_part(&self.layout.metadata(n), self.columns, &part.rows, &info)?;
+        metadata::write_part(&self.layout.metadata(n), &self.columns, &part.rows, &info)?;
         Ok(n)
     }
 

@@ -32,6 +32,7 @@ pub mod npy;
 pub mod postgres;
 pub mod search;
 pub mod store;
+pub mod writer;
 
 pub use build::{build, BuildOptions, Event, Report, DEFAULT_PART_SIZE};
 pub use collection::{Collection, Target};
@@ -40,6 +41,7 @@ pub use filter::Filter;
 pub use manifest::{Manifest, ModelId};
 pub use search::Hit;
 pub use store::{Found, Location, Store, Summary};
+pub use writer::FolderWriter;
 
 use biomedclip::ModelFiles;
 

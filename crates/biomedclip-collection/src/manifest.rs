@@ -152,6 +152,36 @@ impl LimitsRecord {
 }
 
 impl Manifest {
+    /// The manifest of a collection of rows embedded elsewhere (written through
+    /// [`crate::writer::FolderWriter`] or [`crate::postgres::PgWriter`]): it records the model,
+    /// precision, dimensions, storage type and columns, and no inputs of its own.
+    pub fn new(
+        model: ModelId,
+        precision: &str,
+        dim: usize,
+        dtype: Dtype,
+        columns: &Columns,
+    ) -> Manifest {
+        Manifest {
+            format: FORMAT,
+            model,
+            precision: precision.to_string(),
+            dim,
+            dtype,
+            captions: columns.captions,
+            extra_columns: columns.extra.clone(),
+            inputs: Vec::new(),
+            glob: None,
+            captions_csv: None,
+            part_size: crate::build::DEFAULT_PART_SIZE,
+            rows: 0,
+            parts: Vec::new(),
+            failed: Vec::new(),
+            rendering: None,
+            limits: None,
+        }
+    }
+
     /// The metadata columns.
     pub fn columns(&self) -> Columns {
         Columns {

@@ -4,12 +4,11 @@
 use std::path::Path;
 
 use biomedclip_collection::ann::{self, Ann, AnnParams, Quantization};
-use biomedclip_collection::layout::Layout;
-use biomedclip_collection::manifest::{Manifest, ModelId, FORMAT};
-use biomedclip_collection::metadata::{self, Columns, PartInfo, Row};
-use biomedclip_collection::npy::{self, Dtype};
+use biomedclip_collection::manifest::{Manifest, ModelId};
+use biomedclip_collection::metadata::{Columns, Row};
+use biomedclip_collection::npy::Dtype;
 use biomedclip_collection::search::exact;
-use biomedclip_collection::{Collection, Target};
+use biomedclip_collection::{Collection, FolderWriter, Target};
 
 const DIM: usize = 64;
 const K: usize = 10;
@@ -44,14 +43,14 @@ fn clustered(rng: &mut Lcg, centres: &[Vec<f32>], rows: usize) -> Vec<Vec<f32>> 
 }
 
 fn write_collection(dir: &Path, parts: &[&[Vec<f32>]]) {
-    let layout = Layout::new(dir);
-    layout.create_dirs(false).unwrap();
-    let mut total = 0;
+    let model = ModelId {
+        name: "synthetic".into(),
+        weights_blake3: "0".repeat(64),
+    };
+    let manifest = Manifest::new(model, "f32", DIM, Dtype::F16, &Columns::default());
+    let mut writer = FolderWriter::open(dir, &manifest).unwrap();
     for (n, rows) in parts.iter().enumerate() {
-        let n = n as u32;
         let values: Vec<f32> = rows.iter().flatten().copied().collect();
-        let mut file = std::fs::File::create(layout.img_emb(n)).unwrap();
-        npy::write(&mut file, Dtype::F16, DIM, &values).unwrap();
         let meta: Vec<Row> = (0..rows.len())
             .map(|i| Row {
                 image_path: format!("/synthetic/{n}/{i}.png"),
@@ -62,39 +61,8 @@ fn write_collection(dir: &Path, parts: &[&[Vec<f32>]]) {
                 extra: Vec::new(),
             })
             .collect();
-        let info = PartInfo {
-            part: n,
-            shard: "1/1".into(),
-            rows: rows.len(),
-            failed: Vec::new(),
-            replaces: Vec::new(),
-        };
-        metadata::write_part(&layout.metadata(n), &Columns::default(), &meta, &info).unwrap();
-        total += rows.len();
+        writer.append(&meta, &values, None, &[]).unwrap();
     }
-    Manifest {
-        format: FORMAT,
-        model: ModelId {
-            name: "synthetic".into(),
-            weights_blake3: "0".repeat(64),
-        },
-        precision: "f32".into(),
-        dim: DIM,
-        dtype: Dtype::F16,
-        captions: false,
-        extra_columns: Vec::new(),
-        inputs: Vec::new(),
-        glob: None,
-        captions_csv: None,
-        part_size: 1000,
-        rows: total,
-        parts: Vec::new(),
-        failed: Vec::new(),
-        rendering: None,
-        limits: None,
-    }
-    .write(&layout.manifest())
-    .unwrap();
 }
 
 #[test]
