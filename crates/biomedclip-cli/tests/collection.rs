@@ -769,6 +769,17 @@ fn a_collection_written_from_embeddings_is_not_updated_from_a_listing() {
     );
     // The row is still there.
     assert_eq!(manifest_rows(tmp.path()), 1);
+
+    // A collection built from inputs is not written into from elsewhere: its next update
+    // would drop rows it cannot list.
+    let images = tmp.path().join("images");
+    image_folder(&images, 2);
+    let built = tmp.path().join("built");
+    assert!(build(&built, &[&images], &[]).status.success());
+    let e = FolderWriter::open(&built, &manifest)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("built from inputs"), "{e}");
 }
 
 fn manifest_rows(col: &Path) -> u64 {

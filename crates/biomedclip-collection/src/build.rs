@@ -679,7 +679,11 @@ impl Writer {
                 .iter()
                 .filter_map(|&j| kept[j].caption.as_deref())
                 .collect();
-            let mut embedded = model.encode_texts(&texts)?.into_iter();
+            let mut embedded = if texts.is_empty() {
+                Vec::new().into_iter()
+            } else {
+                model.encode_texts(&texts)?.into_iter()
+            };
             for j in changed {
                 let slot = &mut matrix[j * self.dim..(j + 1) * self.dim];
                 match kept[j].caption {

@@ -47,6 +47,18 @@ impl FolderWriter {
             let _m = Lock::wait(&layout.locks().join("manifest.lock"))?;
             if layout.manifest().exists() {
                 let existing = Manifest::read(&layout.manifest())?;
+                // A collection built from inputs is kept by `index build|update`: the next
+                // update would drop rows it cannot list, and the manifest's listing failures
+                // are its own.
+                if !existing.inputs.is_empty() {
+                    return Err(Error::Invalid(format!(
+                        "{}: the collection is built from inputs ({}); add files to those \
+                         inputs and run `biomedclip index update`, or write into a new \
+                         collection",
+                        root.display(),
+                        existing.inputs.join(" ")
+                    )));
+                }
                 existing.check_same_making(manifest, &layout.manifest())?;
                 existing
             } else {
@@ -168,10 +180,17 @@ impl FolderWriter {
             }
             for (row, v) in rows.iter().zip(values.chunks_exact(m.dim)) {
                 let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-                let zero_caption = what == "caption" && row.caption.is_none() && norm == 0.0;
-                if !zero_caption && (norm - 1.0).abs() > NORM_TOLERANCE {
+                // A row without a caption has a zero caption vector, as `index build` gives
+                // it: a caption search then never ranks it above a captioned row.
+                let (wanted, fits) = if what == "caption" && row.caption.is_none() {
+                    ("0 (the row has no caption)", norm == 0.0)
+                } else {
+                    // Written so that NaN fails too.
+                    ("1", (norm - 1.0).abs() <= NORM_TOLERANCE)
+                };
+                if !fits {
                     return invalid(format!(
-                        "{}: its {what} embedding has length {norm}, not 1; normalise \
+                        "{}: its {what} embedding has length {norm}, not {wanted}; normalise \
                          embeddings before writing them",
                         row.image_path
                     ));

@@ -132,6 +132,14 @@ fn rows_that_do_not_fit_are_refused_by_name() {
     long[DIM] = 2.0;
     let e = message(w.append(&rows, &long, Some(&good), &[]).unwrap_err());
     assert!(e.contains("/data/1.png") && e.contains("length 2"), "{e}");
+    let mut nan = good.clone();
+    nan[1] = f32::NAN;
+    let e = message(w.append(&rows, &nan, Some(&good), &[]).unwrap_err());
+    assert!(e.contains("/data/0.png") && e.contains("NaN"), "{e}");
+    // A row without a caption has a zero caption vector.
+    let uncaptioned = [row(0, None), row(1, Some("c"))];
+    let e = message(w.append(&uncaptioned, &good, Some(&good), &[]).unwrap_err());
+    assert!(e.contains("/data/0.png") && e.contains("no caption"), "{e}");
     let e = message(w.append(&rows, &good[..DIM], Some(&good), &[]).unwrap_err());
     assert!(e.contains("2 rows need 8 image embedding values"), "{e}");
     let e = message(w.append(&rows, &good, None, &[]).unwrap_err());

@@ -288,14 +288,18 @@ fn update_rows(
     if relabel.is_empty() {
         return Ok((dropped, 0));
     }
+    // Only changed captions are embedded again (a row whose CSV columns alone changed
+    // keeps its caption embedding).
+    let caption_changed = |row: &Row, item: &Item| manifest.captions && item.caption != row.caption;
     let texts: Vec<&str> = relabel
         .iter()
+        .filter(|(row, item)| caption_changed(row, item))
         .filter_map(|(_, item)| item.caption.as_deref())
         .collect();
-    let mut embedded = if manifest.captions {
-        model.encode_texts(&texts)?.into_iter()
-    } else {
+    let mut embedded = if texts.is_empty() {
         Vec::new().into_iter()
+    } else {
+        model.encode_texts(&texts)?.into_iter()
     };
     let mut tx = client.transaction().map_err(db)?;
     let update = tx
@@ -319,9 +323,9 @@ fn update_rows(
             })
             .collect();
         let extra = serde_json::Value::Object(extra);
-        let caption_changed = manifest.captions && item.caption != row.caption;
+        let changed = caption_changed(row, item);
         // As in a new row: no caption, a zero vector.
-        let text: Option<pgvector::Vector> = if !manifest.captions {
+        let text: Option<pgvector::Vector> = if !changed {
             None
         } else if item.caption.is_some() {
             Some(embedded.next().expect("one embedding per caption").into())
@@ -333,7 +337,7 @@ fn update_rows(
             &row.blake3,
             &item.caption,
             &extra,
-            &caption_changed,
+            &changed,
             &text,
         ];
         tx.execute(&update, &params).map_err(db)?;
