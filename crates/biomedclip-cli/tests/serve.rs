@@ -306,6 +306,7 @@ fn every_error_has_its_status_and_names_the_input() {
     );
     let big = "A".repeat(300_000);
     check("/embed", json!({"images": [big]}), 413, "--payload-limit");
+    oversized_body_is_answered_and_the_connection_kept(&server.url, 300_000);
     check("/embed", json!({"imgs": []}), 422, "unknown field `imgs`");
     check(
         "/embed",
@@ -503,4 +504,40 @@ fn a_model_that_cannot_load_stops_the_server_with_its_reason() {
     let stderr = String::from_utf8(std::mem::take(&mut child.stderr)).unwrap();
     assert!(stderr.contains("cannot start the model"), "{stderr}");
     assert!(stderr.contains("open_clip_config.json"), "{stderr}");
+}
+
+/// Sends a body over the payload limit and then a second request on the same connection:
+/// the server reads the refused body, answers 413 and keeps serving the connection (had it
+/// closed with the body unread, a client still sending would meet a reset instead).
+fn oversized_body_is_answered_and_the_connection_kept(url: &str, size: usize) {
+    use std::io::{Read, Write};
+    let address = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let body = vec![b'x'; size];
+    let mut request = format!(
+        "POST /embed HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {size}\r\n\r\n"
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    request.extend_from_slice(
+        format!("GET /health HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    stream.write_all(&request).unwrap();
+    let mut answers = String::new();
+    stream.read_to_string(&mut answers).unwrap();
+    // A JSON body has no line end, so the next status line follows it on the same line.
+    let statuses: Vec<&str> = answers
+        .match_indices("HTTP/1.1 ")
+        .map(|(at, _)| answers[at..].lines().next().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["HTTP/1.1 413 Payload Too Large", "HTTP/1.1 200 OK"],
+        "{answers}"
+    );
+    assert!(answers.contains(&format!("{size} bytes sent")), "{answers}");
 }

@@ -70,6 +70,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(routes::meta::metrics))
         .merge(keyed)
         .layer(DefaultBodyLimit::max(state.config.payload_limit))
+        .layer(from_fn_with_state(
+            Arc::clone(&state),
+            middleware::refuse_oversized,
+        ))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(from_fn_with_state(Arc::clone(&state), middleware::observe))
         .with_state(state)

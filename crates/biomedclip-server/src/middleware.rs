@@ -1,12 +1,13 @@
-//! What wraps the handlers: the API key check, request slots (429 when all are taken), and
-//! around everything the request timeout and the per-route metrics.
+//! What wraps the handlers: the API key check, request slots (429 when all are taken), the
+//! refusal of bodies declared larger than the limit, and around everything the request
+//! timeout and the per-route metrics.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
@@ -54,6 +55,40 @@ pub async fn take_slot(State(state): State<Arc<AppState>>, req: Request, next: N
     };
     drain(req, state.config.payload_limit).await;
     refusal.into_response()
+}
+
+/// How many times the payload limit a refused oversized body is still read (and discarded)
+/// so that its client gets the 413; a larger one meets a closed connection instead.
+const DRAIN_FACTOR: usize = 4;
+
+/// Answers 413 to a request whose `Content-Length` is over the payload limit, before any
+/// route reads it. The body is read and thrown away first (up to [`DRAIN_FACTOR`] times the
+/// limit, within the request timeout): an HTTP/1.1 client that is still sending when the
+/// server answers and closes would meet a reset connection, not the answer.
+pub async fn refuse_oversized(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let limit = state.config.payload_limit;
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(length) if length > limit as u64 => {
+            if length <= (limit.saturating_mul(DRAIN_FACTOR)) as u64 {
+                drain(req, length as usize).await;
+            }
+            ApiError::TooLarge(format!(
+                "the request body is larger than the server's limit (--payload-limit): \
+                 {length} bytes sent, at most {limit} accepted"
+            ))
+            .into_response()
+        }
+        _ => next.run(req).await,
+    }
 }
 
 /// Reads and discards a refused request's body (up to `limit` bytes, nothing kept): an
