@@ -231,6 +231,8 @@ fn open_collections(
         store
             .check_model(&id)
             .with_context(|| format!("--collection {name}"))?;
+        // This opens a folder's HNSW index now rather than at the first request, so that
+        // start-up says whether approximate search is served.
         if let Some(problem) = store.ann_problem() {
             eprintln!("warning: --collection {name}: {problem}; serving exact search only");
         }

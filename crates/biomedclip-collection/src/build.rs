@@ -213,18 +213,7 @@ pub fn build(
         }
     }
 
-    let mut done: HashSet<(&str, Option<&str>)> = HashSet::new();
-    for (table, info) in parts.values() {
-        for i in 0..table.rows() {
-            done.insert((
-                table.text("image_path", i).unwrap_or(""),
-                table.text("blake3", i),
-            ));
-        }
-        for f in &info.failed {
-            done.insert((f.path.as_str(), f.blake3.as_deref()));
-        }
-    }
+    let done: HashSet<(&str, Option<&str>)> = done_keys(&parts).collect();
     let pending: Vec<(&Item, Option<&str>)> = mine
         .iter()
         .zip(&hashes)
@@ -502,25 +491,53 @@ pub(crate) fn embed_part(
         }
     });
     if captions {
-        let dim = model.embed_dim();
-        let texts: Vec<&str> = out
-            .rows
-            .iter()
-            .filter_map(|r| r.caption.as_deref())
-            .collect();
-        let mut embedded = model.encode_texts(&texts)?.into_iter();
-        let mut matrix = Vec::with_capacity(out.rows.len() * dim);
-        for row in &out.rows {
-            match row.caption {
-                // A row without a caption gets a zero vector: it scores 0 against every
-                // query and keeps the rows of `text_emb` aligned with `img_emb`'s.
-                None => matrix.resize(matrix.len() + dim, 0.0),
-                Some(_) => matrix.extend(embedded.next().expect("one embedding per caption")),
-            }
-        }
-        out.captions = Some(matrix);
+        let texts: Vec<Option<&str>> = out.rows.iter().map(|r| r.caption.as_deref()).collect();
+        out.captions = Some(caption_embeddings(model, &texts)?.concat());
     }
     Ok(out)
+}
+
+/// One embedding per caption, in order. A row without a caption gets a zero vector: it
+/// scores 0 against every query and keeps the rows of `text_emb` aligned with `img_emb`'s.
+/// The model runs only when there is a caption to embed.
+pub(crate) fn caption_embeddings(
+    model: &BiomedClip,
+    captions: &[Option<&str>],
+) -> Result<Vec<Vec<f32>>> {
+    let texts: Vec<&str> = captions.iter().flatten().copied().collect();
+    let mut embedded = if texts.is_empty() {
+        Vec::new().into_iter()
+    } else {
+        model.encode_texts(&texts)?.into_iter()
+    };
+    Ok(captions
+        .iter()
+        .map(|c| match c {
+            None => vec![0.0; model.embed_dim()],
+            Some(_) => embedded.next().expect("one embedding per caption"),
+        })
+        .collect())
+}
+
+/// The (image path, content hash) of every row and failure in `parts`: the inputs they
+/// hold need no embedding again.
+pub(crate) fn done_keys(
+    parts: &BTreeMap<u32, (Table, PartInfo)>,
+) -> impl Iterator<Item = (&str, Option<&str>)> {
+    parts.values().flat_map(|(table, info)| {
+        (0..table.rows())
+            .map(|i| {
+                (
+                    table.text("image_path", i).unwrap_or(""),
+                    table.text("blake3", i),
+                )
+            })
+            .chain(
+                info.failed
+                    .iter()
+                    .map(|f| (f.path.as_str(), f.blake3.as_deref())),
+            )
+    })
 }
 
 /// Writes parts of one shard.
@@ -675,22 +692,12 @@ impl Writer {
             let changed: Vec<usize> = (0..kept.len())
                 .filter(|&j| keep[j].1.is_some() && kept[j].caption != rows[keep[j].0].caption)
                 .collect();
-            let texts: Vec<&str> = changed
+            let texts: Vec<Option<&str>> = changed
                 .iter()
-                .filter_map(|&j| kept[j].caption.as_deref())
+                .map(|&j| kept[j].caption.as_deref())
                 .collect();
-            let mut embedded = if texts.is_empty() {
-                Vec::new().into_iter()
-            } else {
-                model.encode_texts(&texts)?.into_iter()
-            };
-            for j in changed {
-                let slot = &mut matrix[j * self.dim..(j + 1) * self.dim];
-                match kept[j].caption {
-                    // As in a new part: no caption, a zero vector.
-                    None => slot.fill(0.0),
-                    Some(_) => slot.copy_from_slice(&embedded.next().expect("one per caption")),
-                }
+            for (j, e) in changed.iter().zip(caption_embeddings(model, &texts)?) {
+                matrix[j * self.dim..(j + 1) * self.dim].copy_from_slice(&e);
             }
             Some(matrix)
         } else {

@@ -91,8 +91,9 @@ pub enum Store {
 }
 
 impl Store {
-    /// Opens the collection at `location`; a folder's HNSW index is opened when present and
-    /// current. `connections` bounds a database's connection pool.
+    /// Opens the collection at `location`. A folder's HNSW index is opened on first use (an
+    /// approximate search, [`Store::summary`], [`Store::ann_error`]), so that an exact search
+    /// from the command line never maps it. `connections` bounds a database's connection pool.
     pub fn open(location: &Location, connections: u32) -> Result<Store> {
         match location {
             Location::Folder(dir) => {

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use biomedclip::image::dicom::COLLECTION_TAGS;
 
-use crate::build::{refresh_manifest, Embedded, Known, Writer};
+use crate::build::{done_keys, refresh_manifest, Embedded, Known, Writer};
 use crate::error::{Error, Result};
 use crate::layout::{Layout, Shard};
 use crate::lock::Lock;
@@ -27,7 +27,7 @@ pub struct FolderWriter {
     writer: Writer,
     manifest: Manifest,
     known: Known,
-    done: HashSet<(String, String)>,
+    done: HashSet<(String, Option<String>)>,
     _lock: Lock,
 }
 
@@ -76,18 +76,9 @@ impl FolderWriter {
         };
         let parts = writer.reconcile()?;
         writer.start_after(&parts);
-        let mut done = HashSet::new();
-        for (table, info) in parts.values() {
-            for i in 0..table.rows() {
-                done.insert((
-                    table.text("image_path", i).unwrap_or("").to_string(),
-                    table.text("blake3", i).unwrap_or("").to_string(),
-                ));
-            }
-            for f in &info.failed {
-                done.insert((f.path.clone(), f.blake3.clone().unwrap_or_default()));
-            }
-        }
+        let done = done_keys(&parts)
+            .map(|(path, hash)| (path.to_string(), hash.map(str::to_string)))
+            .collect();
         let known = parts.into_iter().map(|(n, (_, info))| (n, info)).collect();
         Ok(FolderWriter {
             writer,
@@ -118,17 +109,17 @@ impl FolderWriter {
         let dim = self.manifest.dim;
         // Keys new to the collection, each once (a key given twice in one call is written
         // once, as it would be over two calls).
-        let mut fresh: HashSet<(String, String)> = HashSet::new();
-        let mut is_new = |path: &str, blake3: &str| {
-            let key = (path.to_string(), blake3.to_string());
+        let mut fresh: HashSet<(String, Option<String>)> = HashSet::new();
+        let mut is_new = |path: &str, blake3: Option<&str>| {
+            let key = (path.to_string(), blake3.map(str::to_string));
             !self.done.contains(&key) && fresh.insert(key)
         };
         let new: Vec<usize> = (0..rows.len())
-            .filter(|&i| is_new(&rows[i].image_path, &rows[i].blake3))
+            .filter(|&i| is_new(&rows[i].image_path, Some(&rows[i].blake3)))
             .collect();
         let failed: Vec<Failure> = failed
             .iter()
-            .filter(|f| is_new(&f.path, f.blake3.as_deref().unwrap_or("")))
+            .filter(|f| is_new(&f.path, f.blake3.as_deref()))
             .cloned()
             .collect();
         if new.is_empty() && failed.is_empty() {

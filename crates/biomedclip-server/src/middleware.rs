@@ -62,7 +62,7 @@ pub async fn take_slot(State(state): State<Arc<AppState>>, req: Request, next: N
 const DRAIN_FACTOR: usize = 4;
 
 /// Answers 413 to a request whose `Content-Length` is over the payload limit, before any
-/// route reads it. The body is read and thrown away first (up to [`DRAIN_FACTOR`] times the
+/// route reads it. The body is read and thrown away first (up to four times the
 /// limit, within the request timeout): an HTTP/1.1 client that is still sending when the
 /// server answers and closes would meet a reset connection, not the answer.
 pub async fn refuse_oversized(

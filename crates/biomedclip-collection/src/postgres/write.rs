@@ -15,7 +15,9 @@ use postgres::types::ToSql;
 use rayon::prelude::*;
 
 use super::{ensure_collection, jsonb_columns, read_manifest, Database, Tables};
-use crate::build::{embed_part, hash_file, wanted_manifest, Current, Embedded, Event, Report};
+use crate::build::{
+    caption_embeddings, embed_part, hash_file, wanted_manifest, Current, Embedded, Event, Report,
+};
 use crate::error::{Error, Result};
 use crate::inputs::{self, InputSpec, Item};
 use crate::layout::Shard;
@@ -291,16 +293,17 @@ fn update_rows(
     // Only changed captions are embedded again (a row whose CSV columns alone changed
     // keeps its caption embedding).
     let caption_changed = |row: &Row, item: &Item| manifest.captions && item.caption != row.caption;
-    let texts: Vec<&str> = relabel
+    let changed: Vec<bool> = relabel
         .iter()
-        .filter(|(row, item)| caption_changed(row, item))
-        .filter_map(|(_, item)| item.caption.as_deref())
+        .map(|(row, item)| caption_changed(row, item))
         .collect();
-    let mut embedded = if texts.is_empty() {
-        Vec::new().into_iter()
-    } else {
-        model.encode_texts(&texts)?.into_iter()
-    };
+    let texts: Vec<Option<&str>> = relabel
+        .iter()
+        .zip(&changed)
+        .filter(|(_, &c)| c)
+        .map(|((_, item), _)| item.caption.as_deref())
+        .collect();
+    let mut embedded = caption_embeddings(model, &texts)?.into_iter();
     let mut tx = client.transaction().map_err(db)?;
     let update = tx
         .prepare(&format!(
@@ -310,7 +313,7 @@ fn update_rows(
             tables.rows
         ))
         .map_err(db)?;
-    for (row, item) in &relabel {
+    for (i, (row, item)) in relabel.iter().enumerate() {
         let extra: serde_json::Map<String, serde_json::Value> = manifest
             .extra_columns
             .iter()
@@ -323,15 +326,13 @@ fn update_rows(
             })
             .collect();
         let extra = serde_json::Value::Object(extra);
-        let changed = caption_changed(row, item);
-        // As in a new row: no caption, a zero vector.
-        let text: Option<pgvector::Vector> = if !changed {
-            None
-        } else if item.caption.is_some() {
-            Some(embedded.next().expect("one embedding per caption").into())
-        } else {
-            Some(vec![0.0; manifest.dim].into())
-        };
+        let changed = changed[i];
+        let text: Option<pgvector::Vector> = changed.then(|| {
+            embedded
+                .next()
+                .expect("one embedding per changed caption")
+                .into()
+        });
         let params: [&(dyn ToSql + Sync); 6] = [
             &row.image_path,
             &row.blake3,
