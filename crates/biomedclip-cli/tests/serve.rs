@@ -307,6 +307,7 @@ fn every_error_has_its_status_and_names_the_input() {
     let big = "A".repeat(300_000);
     check("/embed", json!({"images": [big]}), 413, "--payload-limit");
     oversized_body_is_answered_and_the_connection_kept(&server.url, 300_000);
+    oversized_body_after_expect_continue_is_refused_unsent(&server.url, 300_000);
     check("/embed", json!({"imgs": []}), 422, "unknown field `imgs`");
     check(
         "/embed",
@@ -540,4 +541,23 @@ fn oversized_body_is_answered_and_the_connection_kept(url: &str, size: usize) {
         "{answers}"
     );
     assert!(answers.contains(&format!("{size} bytes sent")), "{answers}");
+}
+
+/// A client that asks before sending (`Expect: 100-continue`, as curl does for large bodies)
+/// gets the 413 at once, not a "100 Continue" that would have it upload a refused body.
+fn oversized_body_after_expect_continue_is_refused_unsent(url: &str, size: usize) {
+    use std::io::{BufRead, BufReader, Write};
+    let address = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let head = format!(
+        "POST /embed HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {size}\r\nExpect: 100-continue\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut status = String::new();
+    BufReader::new(&stream).read_line(&mut status).unwrap();
+    assert_eq!(status.trim_end(), "HTTP/1.1 413 Payload Too Large");
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH};
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, EXPECT};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
@@ -62,9 +62,11 @@ pub async fn take_slot(State(state): State<Arc<AppState>>, req: Request, next: N
 const DRAIN_FACTOR: usize = 4;
 
 /// Answers 413 to a request whose `Content-Length` is over the payload limit, before any
-/// route reads it. The body is read and thrown away first (up to four times the
-/// limit, within the request timeout): an HTTP/1.1 client that is still sending when the
-/// server answers and closes would meet a reset connection, not the answer.
+/// route reads it. The body is read and thrown away first (up to four times the limit,
+/// within the request timeout): an HTTP/1.1 client that is still sending when the server
+/// answers and closes would meet a reset connection, not the answer. A client that sent
+/// `Expect: 100-continue` waits for the server's word before sending: it gets the 413 at
+/// once and sends nothing (reading its body would ask for the upload).
 pub async fn refuse_oversized(
     State(state): State<Arc<AppState>>,
     req: Request,
@@ -78,7 +80,11 @@ pub async fn refuse_oversized(
         .and_then(|v| v.trim().parse::<u64>().ok());
     match declared {
         Some(length) if length > limit as u64 => {
-            if length <= (limit.saturating_mul(DRAIN_FACTOR)) as u64 {
+            let waits = req
+                .headers()
+                .get(EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+            if !waits && length <= (limit.saturating_mul(DRAIN_FACTOR)) as u64 {
                 drain(req, length as usize).await;
             }
             ApiError::TooLarge(format!(
