@@ -512,18 +512,9 @@ fn a_model_that_cannot_load_stops_the_server_with_its_reason() {
 /// closed with the body unread, a client still sending would meet a reset instead).
 fn oversized_body_is_answered_and_the_connection_kept(url: &str, size: usize) {
     use std::io::{Read, Write};
-    let address = url.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
-    let body = vec![b'x'; size];
-    let mut request = format!(
-        "POST /embed HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
-         Content-Length: {size}\r\n\r\n"
-    )
-    .into_bytes();
-    request.extend_from_slice(&body);
+    let (mut stream, address) = raw_connection(url);
+    let mut request = embed_head(address, size, "").into_bytes();
+    request.extend_from_slice(&vec![b'x'; size]);
     request.extend_from_slice(
         format!("GET /health HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").as_bytes(),
     );
@@ -547,17 +538,29 @@ fn oversized_body_is_answered_and_the_connection_kept(url: &str, size: usize) {
 /// gets the 413 at once, not a "100 Continue" that would have it upload a refused body.
 fn oversized_body_after_expect_continue_is_refused_unsent(url: &str, size: usize) {
     use std::io::{BufRead, BufReader, Write};
-    let address = url.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
-    let head = format!(
-        "POST /embed HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
-         Content-Length: {size}\r\nExpect: 100-continue\r\n\r\n"
-    );
+    let (mut stream, address) = raw_connection(url);
+    let head = embed_head(address, size, "Expect: 100-continue\r\n");
     stream.write_all(head.as_bytes()).unwrap();
     let mut status = String::new();
     BufReader::new(&stream).read_line(&mut status).unwrap();
     assert_eq!(status.trim_end(), "HTTP/1.1 413 Payload Too Large");
+}
+
+/// A plain TCP connection to the server (for what an HTTP client library will not send),
+/// with its `host:port`.
+fn raw_connection(url: &str) -> (std::net::TcpStream, &str) {
+    let address = url.trim_start_matches("http://");
+    let stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    (stream, address)
+}
+
+/// The head of a `POST /embed` declaring a `size`-byte JSON body, with `extra` header lines.
+fn embed_head(address: &str, size: usize, extra: &str) -> String {
+    format!(
+        "POST /embed HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {size}\r\n{extra}\r\n"
+    )
 }

@@ -75,6 +75,13 @@ impl ApiError {
         }
     }
 
+    /// A 413 for a body over `--payload-limit`; `detail` says by how much.
+    pub fn body_too_large(detail: impl std::fmt::Display) -> Self {
+        ApiError::TooLarge(format!(
+            "the request body is larger than the server's limit (--payload-limit): {detail}"
+        ))
+    }
+
     /// The status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {

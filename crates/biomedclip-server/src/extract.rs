@@ -68,10 +68,7 @@ where
 
 fn json_rejection(e: JsonRejection) -> ApiError {
     match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(format!(
-            "the request body is larger than the server's limit (--payload-limit): {}",
-            e.body_text()
-        )),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::body_too_large(e.body_text()),
         StatusCode::UNPROCESSABLE_ENTITY => ApiError::Invalid {
             message: e.body_text(),
             param: None,
@@ -83,10 +80,7 @@ fn json_rejection(e: JsonRejection) -> ApiError {
 
 fn multipart_error(e: MultipartError) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::TooLarge(format!(
-            "the request body is larger than the server's limit (--payload-limit): {}",
-            e.body_text()
-        ))
+        ApiError::body_too_large(e.body_text())
     } else {
         ApiError::BadRequest(format!("malformed multipart form: {}", e.body_text()))
     }

@@ -63,10 +63,7 @@ const DRAIN_FACTOR: usize = 4;
 
 /// Answers 413 to a request whose `Content-Length` is over the payload limit, before any
 /// route reads it. The body is read and thrown away first (up to four times the limit,
-/// within the request timeout): an HTTP/1.1 client that is still sending when the server
-/// answers and closes would meet a reset connection, not the answer. A client that sent
-/// `Expect: 100-continue` waits for the server's word before sending: it gets the 413 at
-/// once and sends nothing (reading its body would ask for the upload).
+/// within the request timeout), so that the client gets the answer.
 pub async fn refuse_oversized(
     State(state): State<Arc<AppState>>,
     req: Request,
@@ -80,18 +77,11 @@ pub async fn refuse_oversized(
         .and_then(|v| v.trim().parse::<u64>().ok());
     match declared {
         Some(length) if length > limit as u64 => {
-            let waits = req
-                .headers()
-                .get(EXPECT)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-            if !waits && length <= (limit.saturating_mul(DRAIN_FACTOR)) as u64 {
+            if length <= (limit.saturating_mul(DRAIN_FACTOR)) as u64 {
                 drain(req, length as usize).await;
             }
-            ApiError::TooLarge(format!(
-                "the request body is larger than the server's limit (--payload-limit): \
-                 {length} bytes sent, at most {limit} accepted"
-            ))
-            .into_response()
+            ApiError::body_too_large(format!("{length} bytes sent, at most {limit} accepted"))
+                .into_response()
         }
         _ => next.run(req).await,
     }
@@ -99,8 +89,16 @@ pub async fn refuse_oversized(
 
 /// Reads and discards a refused request's body (up to `limit` bytes, nothing kept): an
 /// HTTP/1.1 client still sending it would otherwise meet a reset connection instead of the
-/// answer.
+/// answer. A client that sent `Expect: 100-continue` has sent nothing yet and waits for the
+/// server's word: its body is left unread, since reading it would ask for the upload.
 async fn drain(req: Request, limit: usize) {
+    let waits = req
+        .headers()
+        .get(EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if waits {
+        return;
+    }
     let mut body = req.into_body();
     let mut read = 0usize;
     while read <= limit {
